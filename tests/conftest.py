@@ -1,0 +1,7 @@
+"""Shared fixtures. Every test runs offline: the hub is never reachable here or on CI."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
