@@ -29,10 +29,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from rope_lens.errors import RopeLensError
 from rope_lens.types import Pairing
 
 
-class RopeError(ValueError):
+class RopeError(RopeLensError, ValueError):
     """Raised for an impossible RoPE specification (odd head_dim, p outside [0, 1], ...)."""
 
 

@@ -1,0 +1,1 @@
+"""Plotting layer: takes DataFrames, returns plotly figures. Never touches models or tensors."""
