@@ -351,11 +351,15 @@ def from_chunks(c: Float[Tensor, "... chunk 2"], spec: RopeSpec) -> Float[Tensor
 
 def chunk_norms(x: Float[Tensor, "... d_head"], spec: RopeSpec) -> Float[Tensor, "... chunk"]:
     """2-norm of every frequency chunk (rotation leaves it unchanged)."""
+    if spec.pairing == "half" and spec.rotary_dim == spec.head_dim:
+        # Fast path, no gather copy: dims (k, k + d/2) are the two rows of a (2, d/2) view.
+        _check_head_dim(x, spec)
+        return torch.linalg.vector_norm(x.unflatten(-1, (2, spec.n_chunks)), dim=-2)
     return torch.linalg.vector_norm(to_chunks(x, spec), dim=-1)
 
 
 def angles(
-    positions: Int[Tensor, "..."] | Float[Tensor, "..."], spec: RopeSpec
+    positions: Int[Tensor, ...] | Float[Tensor, ...], spec: RopeSpec
 ) -> Float[Tensor, "... chunk"]:
     """Rotation angle of every chunk at each position (fp64 for exactness at long range)."""
     freq = spec.frequencies().to(positions.device)

@@ -1,0 +1,162 @@
+"""Band norms: mean 2-norm of every frequency chunk of q, k and v, per layer and head.
+
+The quantity behind the paper's Figs 3, 4, 10 and 13. By Cauchy-Schwarz,
+|<q^(k), k^(k)>| <= ||q^(k)|| ||k^(k)||, so a chunk's norm bounds how much that frequency can
+contribute to any attention logit. Rotation does not change chunk norms, so they are computed
+from the pre-rotation vectors (the QK-normed ones where the model has QK-norm); a test checks
+they equal the post-rotation ones.
+
+Values are cut into the same 2-D chunks for comparison (Fig 13), although RoPE never rotates
+them: their ``frequency`` column is the label of the matching q/k chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from rope_lens.extract import KINDS, Site, stream
+from rope_lens.inputs import Batch
+from rope_lens.models.load import LoadedModel
+from rope_lens.rope import chunk_norms
+
+COLUMNS = [
+    "model",
+    "layer",
+    "layer_type",
+    "head",
+    "kv_head",
+    "kind",
+    "chunk",
+    "frequency",
+    "wavelength",
+    "mean_norm",
+    "n_tokens",
+]
+
+
+class BandNormReducer:
+    """Streaming sum of chunk norms over counted tokens, per (layer, kind, head, chunk).
+
+    Accumulates in fp64 on the model's device; memory is O(layers x heads x chunks) whatever
+    the number of tokens.
+    """
+
+    def __init__(
+        self,
+        lm: LoadedModel,
+        layers: Sequence[int],
+        kinds: Sequence[str] = KINDS,
+        stage: str = "pre",
+    ) -> None:
+        self.lm = lm
+        self.sites = [
+            Site(layer, kind, "pre" if kind == "v" else stage) for layer in layers for kind in kinds
+        ]
+        self.sums: dict[Site, Tensor] = {}
+        self.counts: dict[Site, int] = {}
+
+    def update(self, site: Site, x: Float[Tensor, "batch pos head d_head"], batch: Batch) -> None:
+        spec = self.lm.rope.layer_specs[site.layer]
+        norms = chunk_norms(x, spec)  # (batch, pos, head, chunk)
+        weight = batch.count_mask.to(norms.dtype)[:, :, None, None]
+        total = (norms * weight).sum(dim=(0, 1)).double()  # (head, chunk)
+        if site in self.sums:
+            self.sums[site] += total
+        else:
+            self.sums[site] = total
+        self.counts[site] = self.counts.get(site, 0) + batch.n_counted
+
+    def to_frame(self) -> pd.DataFrame:
+        lm = self.lm
+        group = lm.n_heads // lm.n_kv_heads
+        frames = []
+        for site, total in self.sums.items():
+            n = self.counts[site]
+            spec = lm.rope.layer_specs[site.layer]
+            mean = (total / max(n, 1)).cpu().numpy()  # (head, chunk)
+            heads, chunks = mean.shape
+            head_idx = torch.arange(heads).repeat_interleave(chunks).numpy()
+            chunk_idx = torch.arange(chunks).repeat(heads).numpy()
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "model": lm.name,
+                        "layer": site.layer,
+                        "layer_type": lm.rope.layer_types[site.layer],
+                        "head": head_idx,
+                        "kv_head": head_idx // group if site.kind == "q" else head_idx,
+                        "kind": site.kind,
+                        "chunk": chunk_idx,
+                        "frequency": spec.frequencies().numpy()[chunk_idx],
+                        "wavelength": spec.wavelengths().numpy()[chunk_idx],
+                        "mean_norm": mean.reshape(-1),
+                        "n_tokens": n,
+                    }
+                )
+            )
+        df = pd.concat(frames, ignore_index=True)
+        return df.sort_values(["layer", "kind", "head", "chunk"], ignore_index=True)[COLUMNS]
+
+
+def run(
+    lm: LoadedModel,
+    batch_iter: Iterable[Batch],
+    layers: Sequence[int],
+    kinds: Sequence[str] = KINDS,
+    total: int | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Band-norm table for ``layers`` over every counted token of ``batch_iter``."""
+    reducer = BandNormReducer(lm, layers, kinds)
+    stream(lm, batch_iter, [reducer], total=total, progress=progress)
+    return reducer.to_frame()
+
+
+def analyze(
+    lm: LoadedModel,
+    make_batches,
+    layers: Sequence[int],
+    options: dict,
+    progress: bool = True,
+    total: int | None = None,
+) -> pd.DataFrame:
+    """Pipeline entry point (see ``rope_lens.pipeline``)."""
+    return run(lm, make_batches(), layers, total=total, progress=progress)
+
+
+def band_of(chunk: int, n_rotating: int) -> str:
+    """'high' / 'middle' / 'low' third of the rotating chunks ('none' if unrotated)."""
+    if chunk >= n_rotating:
+        return "none"
+    third = chunk * 3 // max(n_rotating, 1)
+    return ("high", "middle", "low")[min(third, 2)]
+
+
+def summarize(df: pd.DataFrame) -> str:
+    """Per layer: in which third of the frequency range the largest mean q and k norms sit."""
+    lines = ["layer  type                q: argmax chunk (band)   k: argmax chunk (band)"]
+    for (layer, layer_type), sub in df[df.kind.isin(["q", "k"])].groupby(["layer", "layer_type"]):
+        n_rot = int((sub[(sub.kind == "q") & (sub["head"] == 0)].frequency > 0).sum())
+        cells = []
+        for kind in ("q", "k"):
+            per_chunk = sub[sub.kind == kind].groupby("chunk").mean_norm.mean()
+            if per_chunk.empty:
+                cells.append("-".ljust(24))
+                continue
+            top = int(per_chunk.idxmax())
+            cells.append(f"{top:>4} ({band_of(top, n_rot)}) {per_chunk.max():8.2f}".ljust(24))
+        lines.append(f"{layer:>5}  {layer_type:<18}  {cells[0]} {cells[1]}")
+    counts = {}
+    for line in lines[1:]:
+        for band in ("high", "middle", "low"):
+            counts[band] = counts.get(band, 0) + line.count(f"({band})")
+    lines.append(
+        "largest-norm chunks by band (q and k over layers): "
+        + ", ".join(f"{b} {counts.get(b, 0)}" for b in ("high", "middle", "low"))
+    )
+    return "\n".join(lines)

@@ -1,0 +1,94 @@
+"""`rope-lens analyze`: run one analysis on a model and save its table."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+NAME = "analyze"
+HELP = "run an analysis (default: band-norm) on a model and save a parquet table"
+
+
+def parse_layers(text: str | None) -> list[int] | None:
+    """'0,3,5-7,-1' -> [0, 3, 5, 6, 7, -1]; None/'all' -> None (every layer)."""
+    from rope_lens.errors import InputError
+
+    if text in (None, "", "all"):
+        return None
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)-(\d+)", part)
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if hi < lo:
+                raise InputError(f"layer range {part!r} is empty")
+            out.extend(range(lo, hi + 1))
+        elif re.fullmatch(r"-?\d+", part):
+            out.append(int(part))
+        else:
+            raise InputError(f"cannot read layers {text!r}: use e.g. 0,3,5-7,-1 or all")
+    return out
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by every command that loads a model."""
+    p.add_argument(
+        "--model",
+        default="smollm2-135m",
+        help="registry name (see `rope-lens models`), hub id or local folder",
+    )
+    p.add_argument("--revision", default=None, help="hub revision (commit, tag or branch)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16",
+    )
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow model code from the hub (off by default; only for models you trust)",
+    )
+
+
+def add_input_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--prompts",
+        default="shakespeare",
+        help="shakespeare (default, bundled) | wiki (offline Wikipedia) | FILE.txt | FILE.jsonl",
+    )
+    p.add_argument("--limit", type=int, default=None, help="use only the first N texts")
+    p.add_argument("--max-tokens", type=int, default=None, help="stop after N counted tokens")
+    p.add_argument(
+        "--max-len",
+        type=int,
+        default=512,
+        help="token window per text; longer texts are truncated with a warning "
+        "(capped at the model's context)",
+    )
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--no-bos", action="store_true", help="do not prepend the model's BOS token")
+    p.add_argument(
+        "--count-bos",
+        action="store_true",
+        help="include the BOS position in statistics (excluded by default)",
+    )
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from rope_lens.analyses import ANALYSES
+
+    add_model_arguments(p)
+    p.add_argument("--analysis", default="band-norm", choices=sorted(ANALYSES))
+    add_input_arguments(p)
+    p.add_argument("--layers", default=None, help="e.g. 0,1,5-10,-1 (default: all)")
+    p.add_argument("--out", default=None, help="output folder (default: results/<model>)")
+    p.add_argument("--force", action="store_true", help="recompute even if the result exists")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rope_lens.pipeline import run_analysis
+
+    return run_analysis(args)

