@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Float
@@ -80,6 +80,7 @@ def heads_of(lm: LoadedModel, kind: str) -> int:
     return lm.n_heads if kind == "q" else lm.n_kv_heads
 
 
+@runtime_checkable
 class Reducer(Protocol):
     """Consumes vectors batch by batch; owns its accumulators."""
 

@@ -5,3 +5,29 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory):
+    """One saved tiny random model folder per architecture (built once per session)."""
+    from rope_lens.models.tiny import ARCHS, tiny_model_dir
+
+    root = tmp_path_factory.mktemp("tiny")
+    return {arch: tiny_model_dir(arch, root / arch) for arch in ARCHS}
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tiny_dirs):
+    """Loader for tiny models, cached per architecture (read-only: don't mutate them)."""
+    from rope_lens.models import load_model
+
+    cache = {}
+
+    def get(arch: str):
+        if arch not in cache:
+            cache[arch] = load_model(str(tiny_dirs[arch]), device="cpu")
+        return cache[arch]
+
+    return get

@@ -176,8 +176,10 @@ def load_model(
         hf_model: an already-built model for ``name`` (tests, custom code); skips loading.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    hf_logging.disable_progress_bar()  # our own progress bar is the one that matters
     folder, entry = resolve_folder(name, revision)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)

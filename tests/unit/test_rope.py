@@ -121,7 +121,9 @@ class TestRotation:
 
     @pytest.fixture(params=["half", "interleaved"])
     def spec(self, request):
-        return RopeSpec(head_dim=16, inv_freq=rope.default_inv_freq(100.0, 16), pairing=request.param)
+        return RopeSpec(
+            head_dim=16, inv_freq=rope.default_inv_freq(100.0, 16), pairing=request.param
+        )
 
     def test_chunk_norms_are_rotation_invariant(self, spec):
         x = torch.randn(2, 5, 3, 16, dtype=torch.float64)
@@ -132,7 +134,10 @@ class TestRotation:
 
     def test_relative_position_property(self, spec):
         """<R^i q, R^j k> depends only on j - i (Eq. 3)."""
-        q, k = torch.randn(1, 1, 1, 16, dtype=torch.float64), torch.randn(1, 1, 1, 16, dtype=torch.float64)
+        q, k = (
+            torch.randn(1, 1, 1, 16, dtype=torch.float64),
+            torch.randn(1, 1, 1, 16, dtype=torch.float64),
+        )
 
         def logit(i, j):
             qi = rope.rotate(q, torch.tensor([[i]]), spec)
@@ -158,7 +163,9 @@ class TestRotation:
         perm = rope.chunk_dims(8, 8, "half").reshape(-1)  # half-layout dims in interleaved order
         x = torch.randn(1, 3, 1, 8, dtype=torch.float64)
         pos = torch.arange(3)[None]
-        torch.testing.assert_close(rope.rotate(x, pos, half)[..., perm], rope.rotate(x[..., perm], pos, inter))
+        torch.testing.assert_close(
+            rope.rotate(x, pos, half)[..., perm], rope.rotate(x[..., perm], pos, inter)
+        )
 
     def test_matches_hf_rotate_half(self):
         """Our "half" rotation equals transformers' apply_rotary_pos_emb."""

@@ -1,0 +1,118 @@
+"""Streaming band norms against a naive computation from full cached tensors."""
+
+import pytest
+import torch
+
+from rope_lens import inputs, rope
+from rope_lens.analyses import band_norms
+from rope_lens.extract import Site, capture
+from tests.helpers import one_batch
+
+TEXTS = [
+    "Shall I compare thee to a summer's day?",
+    "Thou art more lovely",
+    "and more temperate: rough winds do shake the darling buds of May",
+]
+
+
+def _naive(lm, batch, layer, kind, stage="pre"):
+    """Mean chunk norm per head from the full captured tensor, counted tokens only."""
+    x = capture(lm, batch, [Site(layer, kind, stage)])[Site(layer, kind, stage)].double()
+    spec = lm.rope.layer_specs[layer]
+    norms = rope.chunk_norms(
+        x, rope.RopeSpec(head_dim=spec.head_dim, inv_freq=spec.inv_freq, pairing=spec.pairing)
+    )
+    return norms[batch.count_mask].mean(0)  # (head, chunk)
+
+
+@pytest.mark.parametrize("arch", ["llama3", "gemma3"])
+def test_streaming_equals_naive(tiny_lm, arch):
+    """Per-batch streaming sums (batch size 1, padding present) equal one naive full pass."""
+    lm = tiny_lm(arch)
+    seqs = inputs.tokenize(lm.tokenizer, TEXTS, lm.bos_token_id, 64)
+    df = band_norms.run(
+        lm,
+        inputs.batches(seqs, 2, lm.tokenizer.pad_token_id, True),
+        range(lm.n_layers),
+        progress=False,
+    )
+    full = next(inputs.batches(seqs, len(seqs), lm.tokenizer.pad_token_id, True))
+    for layer in range(lm.n_layers):
+        for kind in "qkv":
+            got = df[(df.layer == layer) & (df.kind == kind)].pivot(
+                index="head", columns="chunk", values="mean_norm"
+            )
+            want = _naive(lm, full, layer, kind)
+            torch.testing.assert_close(torch.tensor(got.values), want, rtol=1e-5, atol=1e-7)
+            heads = lm.n_heads if kind == "q" else lm.n_kv_heads
+            assert got.shape == (heads, lm.head_dim // 2)
+
+
+def test_pre_and_post_rotation_give_identical_norms(tiny_lm):
+    """Chunk norms are rotation invariant: pre- and post-rotation streams agree."""
+    lm = tiny_lm("qwen2")
+    seqs = inputs.tokenize(lm.tokenizer, TEXTS, lm.bos_token_id, 64)
+    frames = {}
+    for stage in ("pre", "rot"):
+        red = band_norms.BandNormReducer(lm, range(lm.n_layers), kinds="qk", stage=stage)
+        from rope_lens.extract import stream
+
+        stream(lm, inputs.batches(seqs, 2, lm.tokenizer.pad_token_id, True), [red], progress=False)
+        frames[stage] = red.to_frame()
+    torch.testing.assert_close(
+        torch.tensor(frames["pre"].mean_norm.values),
+        torch.tensor(frames["rot"].mean_norm.values),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_padding_does_not_change_results(tiny_lm):
+    """A text's band norms are the same alone or right-padded in a batch with a longer text."""
+    lm = tiny_lm("llama")
+    seqs = inputs.tokenize(lm.tokenizer, TEXTS[1:3], lm.bos_token_id, 64)
+    pad = lm.tokenizer.pad_token_id
+    alone = band_norms.run(lm, inputs.batches(seqs[:1], 1, pad, True), [0, 1], progress=False)
+    with_long = _naive(lm, next(inputs.batches(seqs, 2, pad, True)), 1, "k")
+    assert with_long.shape[0] == lm.n_kv_heads
+    shortest = next(inputs.batches(seqs, 2, pad, True))
+    mask = shortest.count_mask.clone()
+    mask[1] = False  # count only the short, padded first row
+    only_short = inputs.Batch(shortest.input_ids, shortest.attention_mask, shortest.positions, mask)
+    want = _naive(lm, only_short, 1, "k")
+    got = alone[(alone.layer == 1) & (alone.kind == "k")].pivot(
+        index="head", columns="chunk", values="mean_norm"
+    )
+    torch.testing.assert_close(torch.tensor(got.values), want, rtol=1e-5, atol=1e-7)
+
+
+def test_bos_counting_and_token_budget(tiny_lm):
+    """BOS is excluded by default, included on request; max_tokens caps counted tokens."""
+    lm = tiny_lm("llama")
+    seqs = inputs.tokenize(lm.tokenizer, TEXTS, lm.bos_token_id, 64)
+    real = sum(len(s) for s in seqs)
+    pad = lm.tokenizer.pad_token_id
+    counted = sum(b.n_counted for b in inputs.batches(seqs, 2, pad, True))
+    with_bos = sum(b.n_counted for b in inputs.batches(seqs, 2, pad, True, count_bos=True))
+    capped = sum(b.n_counted for b in inputs.batches(seqs, 2, pad, True, max_tokens=17))
+    assert (counted, with_bos, capped) == (real - len(seqs), real, 17)
+    df = band_norms.run(lm, inputs.batches(seqs, 2, pad, True, max_tokens=17), [0], progress=False)
+    assert (df.n_tokens == 17).all()
+
+
+def test_table_schema_and_frequencies(tiny_lm):
+    """Columns as documented; chunk 0 is the highest frequency (1 rad/token)."""
+    lm = tiny_lm("gemma3")
+    df = band_norms.run(lm, [one_batch(lm, TEXTS)], [0, 2], progress=False)
+    assert list(df.columns) == band_norms.COLUMNS
+    assert set(df.layer_type) == {"sliding_attention", "full_attention"}
+    top = df[(df.chunk == 0)].frequency.unique()
+    assert top.tolist() == [1.0]
+    assert df.groupby("layer").wavelength.max().is_monotonic_increasing  # full layer: larger theta
+
+
+def test_summary_names_bands(tiny_lm):
+    lm = tiny_lm("llama")
+    df = band_norms.run(lm, [one_batch(lm, TEXTS)], [0, 1], progress=False)
+    text = band_norms.summarize(df)
+    assert "largest-norm chunks by band" in text and text.count("(") >= 4

@@ -1,0 +1,87 @@
+"""Model resolution and the RoPE-parameter safety check."""
+
+import pytest
+import torch
+
+from rope_lens.errors import CheckpointError, ModelNotFoundError
+from rope_lens.models import REGISTRY, suggest
+from rope_lens.models.load import resolve_folder
+from rope_lens.models.rope_config import check_against_model, rope_layout
+
+
+def test_suggestions():
+    assert suggest("gemma7b")[0] == "gemma-7b" and suggest("llama-3-8b")[0] == "llama-3.1-8b"
+
+
+def test_registry_knows_the_paper_models():
+    assert REGISTRY["gemma-7b"].repo_id == "google/gemma-7b"
+    assert REGISTRY["llama-3.1-8b"].repo_id == "meta-llama/Llama-3.1-8B"
+
+
+def test_offline_uncached_hub_model(tmp_path, monkeypatch):
+    """Offline and not cached: one line saying how to provide the weights."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(ModelNotFoundError, match="huggingface-cli download google/gemma-7b"):
+        resolve_folder("gemma-7b")
+
+
+def test_hub_model_from_a_local_cache(tmp_path, monkeypatch, tiny_dirs):
+    """A hub id resolves from a populated HF cache with the hub unreachable (revision pinned)."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    repo = cache / "models--someorg--tiny-llama"
+    snap = repo / "snapshots" / ("a" * 40)
+    shutil.copytree(tiny_dirs["llama"], snap)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub._snapshot_download as sd
+
+    monkeypatch.setattr(sd.constants, "HF_HUB_CACHE", str(cache), raising=False)
+    folder, entry = resolve_folder("someorg/tiny-llama")
+    assert entry is None and (folder / "config.json").exists()
+    from rope_lens.models import load_model
+
+    lm = load_model("someorg/tiny-llama", device="cpu")
+    assert lm.n_layers == 2 and lm.rope.layer_specs[0].theta == 1e5
+
+
+def test_frequency_mismatch_is_refused(tiny_lm):
+    """If config-derived frequencies ever disagree with the model's buffers, loading stops."""
+    lm = tiny_lm("llama")
+    layout = rope_layout(lm.hf_model.config, has_qk_norm=False)
+    rotary = lm.hf_model.model.rotary_emb
+    saved = rotary.inv_freq.clone()
+    try:
+        rotary.inv_freq = saved * 1.5
+        with pytest.raises(CheckpointError, match="differ from the model's own rotary buffers"):
+            check_against_model(layout, lm.hf_model)
+    finally:
+        rotary.inv_freq = saved
+    check_against_model(layout, lm.hf_model)
+
+
+def test_training_checkpoint_frequencies_override(tiny_dirs, tmp_path):
+    """A checkpoint carrying rope_lens_inv_freq (e.g. p-RoPE) is analysed with exactly those."""
+    import json
+    import shutil
+
+    from rope_lens import rope
+    from rope_lens.models import load_model
+
+    folder = tmp_path / "prope"
+    shutil.copytree(tiny_dirs["llama"], folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    freq = rope.p_rope_inv_freq(10_000.0, 16, 0.75)
+    cfg["rope_lens_inv_freq"] = freq.tolist()
+    cfg["rope_lens_encoding"] = "0.75-rope"
+    (folder / "config.json").write_text(json.dumps(cfg))
+    lm = load_model(str(folder), device="cpu")
+    torch.testing.assert_close(lm.hf_model.model.rotary_emb.inv_freq, freq.float())
+    assert lm.rope.layer_specs[0].rope_type == "0.75-rope"
+    assert (lm.rope.layer_specs[0].frequencies() == 0).sum() == 2
