@@ -16,7 +16,7 @@ rotation). Tensors are always handed over as ``[batch, pos, head, d_head]``; k a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -98,8 +98,15 @@ def stream(
     total: int | None = None,
     progress: bool = True,
     need_logits: bool = False,
+    skip: int = 0,
+    after_batch: Callable[[int], None] | None = None,
 ) -> None:
-    """Run every batch once, feeding the reducers from inside the hooks."""
+    """Run every batch once, feeding the reducers from inside the hooks.
+
+    Args:
+        skip: batches at the start to pass over (already reduced by a resumed run).
+        after_batch: called with the count of finished batches after each one (checkpoints).
+    """
     by_name: dict[str, list[tuple[Reducer, Site]]] = {}
     for reducer in reducers:
         for site in reducer.sites:
@@ -123,7 +130,9 @@ def stream(
     stop = None if need_logits or last_layer + 1 >= lm.n_layers else last_layer + 1
     bar = tqdm(batch_iter, total=total, disable=not progress, unit="batch", desc=lm.name)
     with torch.inference_mode():
-        for batch in bar:
+        for index, batch in enumerate(bar):
+            if index < skip:
+                continue
             current["batch"] = _to(batch, lm)
             lm.bridge.run_with_hooks(
                 current["batch"].input_ids,
@@ -132,6 +141,8 @@ def stream(
                 stop_at_layer=stop,
                 return_type=None if stop is not None else "logits",
             )
+            if after_batch is not None:
+                after_batch(index + 1)
 
 
 def _to(batch: Batch, lm: LoadedModel) -> Batch:

@@ -101,6 +101,9 @@ def run_analysis(args: argparse.Namespace) -> int:
             print(f"{table} is up to date (same inputs and options); --force recomputes it")
             return 0
     n_batches = (len(seqs) + args.batch_size - 1) // args.batch_size
+    # Partial reductions are checkpointed here so an interrupted run resumes, not restarts.
+    options["checkpoint"] = out_dir / f".{name.replace('-', '_')}.partial.safetensors"
+    options["inputs_sha256"] = meta["inputs_sha256"]
     df = module.analyze(
         lm,
         make_batches,

@@ -22,6 +22,7 @@ from torch import Tensor
 from rope_lens.extract import KINDS, Site, stream
 from rope_lens.inputs import Batch
 from rope_lens.models.load import LoadedModel
+from rope_lens.resume import Checkpointer
 from rope_lens.rope import chunk_norms
 
 COLUMNS = [
@@ -70,6 +71,22 @@ class BandNormReducer:
         else:
             self.sums[site] = total
         self.counts[site] = self.counts.get(site, 0) + batch.n_counted
+
+    def state(self) -> tuple[dict[str, Tensor], dict[str, int]]:
+        """Accumulators as named tensors plus token counts (for checkpoints)."""
+        key = lambda s: f"{s.layer}/{s.kind}/{s.stage}"  # noqa: E731
+        return (
+            {key(s): t for s, t in self.sums.items()},
+            {key(s): n for s, n in self.counts.items()},
+        )
+
+    def load_state(self, tensors: dict[str, Tensor], counts: dict[str, int]) -> None:
+        device = self.lm.device
+        for site in self.sites:
+            k = f"{site.layer}/{site.kind}/{site.stage}"
+            if k in tensors:
+                self.sums[site] = tensors[k].to(device)
+                self.counts[site] = int(counts[k])
 
     def to_frame(self) -> pd.DataFrame:
         lm = self.lm
@@ -125,8 +142,34 @@ def analyze(
     progress: bool = True,
     total: int | None = None,
 ) -> pd.DataFrame:
-    """Pipeline entry point (see ``rope_lens.pipeline``)."""
-    return run(lm, make_batches(), layers, total=total, progress=progress)
+    """Pipeline entry point (see ``rope_lens.pipeline``); resumes from
+    ``options["checkpoint"]`` when given (a partial run over the same inputs)."""
+    reducer = BandNormReducer(lm, layers)
+    ckpt = None
+    skip = 0
+    if options.get("checkpoint"):
+        ckpt = Checkpointer(
+            options["checkpoint"],
+            options["inputs_sha256"],
+            every_s=float(options.get("checkpoint_every_s", 60.0)),
+        )
+        restored = ckpt.load()
+        if restored is not None:
+            skip, tensors, counts = restored
+            reducer.load_state(tensors, counts)
+
+    def save(done: int) -> None:
+        if ckpt is not None:
+            tensors, counts = reducer.state()
+            ckpt.maybe_save(done, tensors, counts)
+
+    stream(
+        lm, make_batches(), [reducer], total=total, progress=progress, skip=skip, after_batch=save
+    )
+    df = reducer.to_frame()
+    if ckpt is not None:
+        ckpt.clear()
+    return df
 
 
 def band_of(chunk: int, n_rotating: int) -> str:

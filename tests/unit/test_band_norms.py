@@ -116,3 +116,42 @@ def test_summary_names_bands(tiny_lm):
     df = band_norms.run(lm, [one_batch(lm, TEXTS)], [0, 1], progress=False)
     text = band_norms.summarize(df)
     assert "largest-norm chunks by band" in text and text.count("(") >= 4
+
+
+def test_interrupted_run_resumes_to_the_same_table(tiny_lm, tmp_path):
+    """Kill after 2 of 3 batches, rerun: the resumed table equals an uninterrupted one."""
+    lm = tiny_lm("llama")
+    seqs = inputs.tokenize(lm.tokenizer, TEXTS * 2, lm.bos_token_id, 64)
+    pad = lm.tokenizer.pad_token_id
+
+    def make_batches():
+        return inputs.batches(seqs, 2, pad, True)
+
+    full = band_norms.run(lm, make_batches(), [0, 1], progress=False)
+    # checkpoint after every batch
+    opts = {
+        "checkpoint": tmp_path / ".bn.safetensors",
+        "inputs_sha256": "abc",
+        "checkpoint_every_s": 0.0,
+    }
+
+    class Boom(Exception):
+        pass
+
+    def dying():
+        for i, b in enumerate(make_batches()):
+            if i == 2:
+                raise Boom
+            yield b
+
+    with pytest.raises(Boom):
+        band_norms.analyze(lm, dying, [0, 1], opts, progress=False)
+    assert (tmp_path / ".bn.json").exists()
+    resumed = band_norms.analyze(lm, make_batches, [0, 1], opts, progress=False)
+    torch.testing.assert_close(
+        torch.tensor(resumed.mean_norm.values),
+        torch.tensor(full.mean_norm.values),
+        rtol=1e-12,
+        atol=0,
+    )
+    assert (resumed.n_tokens == full.n_tokens).all() and not (tmp_path / ".bn.json").exists()
