@@ -33,10 +33,12 @@ def snapshot(repo_id: str, revision: str | None = None) -> Path:
     )
 
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    at = f"@{revision}" if revision else ""
+    rev_flag = f" --revision {revision}" if revision else ""
     hint = (
-        f"model {repo_id!r}{'@' + revision if revision else ''} is not in the local Hugging Face "
-        "cache and the hub is unreachable: download it on a connected machine with "
-        f"`huggingface-cli download {repo_id}` and copy the cache (HF_HOME), "
+        f"model '{repo_id}{at}' is not in the local Hugging Face cache and the hub is "
+        "unreachable: download it on a connected machine with "
+        f"`huggingface-cli download {repo_id}{rev_flag}` and copy the cache (HF_HOME), "
         "or pass --model /path/to/a/local/folder"
     )
     try:

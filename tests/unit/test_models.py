@@ -26,29 +26,40 @@ def test_offline_uncached_hub_model(tmp_path, monkeypatch):
         resolve_folder("gemma-7b")
 
 
-def test_hub_model_from_a_local_cache(tmp_path, monkeypatch, tiny_dirs):
-    """A hub id resolves from a populated HF cache with the hub unreachable (revision pinned)."""
+def _fake_hub_cache(tmp_path, monkeypatch, source, repo_id, revision="a" * 40):
+    """Lay ``source`` out as huggingface-hub's cache would after a download of ``repo_id``."""
     import shutil
 
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hub"
-    repo = cache / "models--someorg--tiny-llama"
-    snap = repo / "snapshots" / ("a" * 40)
-    shutil.copytree(tiny_dirs["llama"], snap)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text("a" * 40)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import huggingface_hub._snapshot_download as sd
 
+    cache = tmp_path / "hub"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(source, repo / "snapshots" / revision)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
     monkeypatch.setattr(sd.constants, "HF_HUB_CACHE", str(cache), raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_hub_id_from_a_local_cache(tmp_path, monkeypatch, tiny_dirs):
+    """A hub id resolves from a populated HF cache with the hub unreachable."""
+    _fake_hub_cache(tmp_path, monkeypatch, tiny_dirs["llama"], "someorg/tiny-llama")
     folder, entry = resolve_folder("someorg/tiny-llama")
     assert entry is None and (folder / "config.json").exists()
     from rope_lens.models import load_model
 
     lm = load_model("someorg/tiny-llama", device="cpu")
     assert lm.n_layers == 2 and lm.rope.layer_specs[0].theta == 1e5
+
+
+def test_registry_hub_model_and_revision_pinning(tmp_path, monkeypatch, tiny_dirs):
+    """`gemma-7b` goes through the hub cache (here a local copy), honouring --revision."""
+    rev = "b" * 40
+    _fake_hub_cache(tmp_path, monkeypatch, tiny_dirs["gemma"], "google/gemma-7b", revision=rev)
+    folder, entry = resolve_folder("gemma-7b", revision=rev)
+    assert entry.name == "gemma-7b" and folder.name == rev
+    with pytest.raises(ModelNotFoundError, match="gemma-7b@cccc"):
+        resolve_folder("gemma-7b", revision="c" * 40)
 
 
 def test_frequency_mismatch_is_refused(tiny_lm):
