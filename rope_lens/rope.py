@@ -359,7 +359,7 @@ def chunk_norms(x: Float[Tensor, "... d_head"], spec: RopeSpec) -> Float[Tensor,
 
 
 def angles(
-    positions: Int[Tensor, ...] | Float[Tensor, ...], spec: RopeSpec
+    positions: Int[Tensor, " *batch"] | Float[Tensor, " *batch"], spec: RopeSpec
 ) -> Float[Tensor, "... chunk"]:
     """Rotation angle of every chunk at each position (fp64 for exactness at long range)."""
     freq = spec.frequencies().to(positions.device)

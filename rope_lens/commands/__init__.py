@@ -8,4 +8,5 @@ imports go inside ``run``) so that ``rope-lens --help`` starts instantly.
 COMMANDS = [
     "rope_lens.commands.analyze",
     "rope_lens.commands.models",
+    "rope_lens.commands.theory",
 ]
