@@ -6,4 +6,10 @@
 
 ANALYSES = {
     "band-norm": "rope_lens.analyses.band_norms",
+    "heads": "rope_lens.analyses.heads",
+    "profiles": "rope_lens.analyses.profiles",
+    "per-token": "rope_lens.analyses.per_token",
+    "decompose": "rope_lens.analyses.decompose",
+    "apostrophe": "rope_lens.analyses.apostrophe",
+    "ablation": "rope_lens.analyses.ablation",
 }

@@ -172,19 +172,26 @@ def analyze(
     return df
 
 
-def band_of(chunk: int, n_rotating: int) -> str:
-    """'high' / 'middle' / 'low' third of the rotating chunks ('none' if unrotated)."""
-    if chunk >= n_rotating:
+def band_of(frequency: float, rotating: Sequence[float]) -> str:
+    """'high' / 'middle' / 'low' third of the rotating frequencies ('none' if unrotated).
+
+    By frequency rank, not chunk index: in reversed or partial p-RoPE models the unrotated
+    chunks are not all at the end.
+    """
+    if frequency <= 0:
         return "none"
-    third = chunk * 3 // max(n_rotating, 1)
-    return ("high", "middle", "low")[min(third, 2)]
+    ranked = sorted(rotating, reverse=True)
+    rank = sum(f > frequency for f in ranked)
+    return ("high", "middle", "low")[min(rank * 3 // max(len(ranked), 1), 2)]
 
 
 def summarize(df: pd.DataFrame) -> str:
     """Per layer: in which third of the frequency range the largest mean q and k norms sit."""
     lines = ["layer  type                q: argmax chunk (band)   k: argmax chunk (band)"]
     for (layer, layer_type), sub in df[df.kind.isin(["q", "k"])].groupby(["layer", "layer_type"]):
-        n_rot = int((sub[(sub.kind == "q") & (sub["head"] == 0)].frequency > 0).sum())
+        head0 = sub[(sub.kind == "q") & (sub["head"] == 0)]
+        freq_of = dict(zip(head0.chunk.astype(int), head0.frequency.astype(float)))
+        rotating = [f for f in freq_of.values() if f > 0]
         cells = []
         for kind in ("q", "k"):
             per_chunk = sub[sub.kind == kind].groupby("chunk").mean_norm.mean()
@@ -192,7 +199,8 @@ def summarize(df: pd.DataFrame) -> str:
                 cells.append("-".ljust(24))
                 continue
             top = int(per_chunk.idxmax())
-            cells.append(f"{top:>4} ({band_of(top, n_rot)}) {per_chunk.max():8.2f}".ljust(24))
+            band = band_of(freq_of.get(top, 0.0), rotating)
+            cells.append(f"{top:>4} ({band}) {per_chunk.max():8.2f}".ljust(24))
         lines.append(f"{layer:>5}  {layer_type:<18}  {cells[0]} {cells[1]}")
     counts = {}
     for line in lines[1:]:

@@ -86,6 +86,55 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output folder (default: results/<model>)")
     p.add_argument("--force", action="store_true", help="recompute even if the result exists")
     p.add_argument("--no-progress", action="store_true")
+    add_head_arguments(p)
+
+
+def add_head_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of the head analyses (heads, profiles, per-token, decompose, apostrophe,
+    ablation); validated against the model in ``rope_lens.analyses.head_options``."""
+    g = p.add_argument_group("head analyses")
+    g.add_argument(
+        "--head",
+        type=int,
+        default=None,
+        help="query head (0-based; per-token, decompose: default all; ablation: ablate only "
+        "this head, default all)",
+    )
+    g.add_argument(
+        "--prompt-index", type=int, default=0, help="which prompt (per-token, decompose)"
+    )
+    g.add_argument(
+        "--query-pos", default=None, help="decompose: query positions, e.g. 5 or 3,5-7,-1 (all)"
+    )
+    g.add_argument(
+        "--key-pos", default=None, help="decompose: key positions (default: all causal ones)"
+    )
+    g.add_argument(
+        "--band",
+        default=None,
+        help="ablation: chunks LO:HI, HI exclusive, 0 = highest frequency (e.g. 0:8; write "
+        "--band=-8: for the 8 lowest)",
+    )
+    g.add_argument(
+        "--ablation",
+        default="rotation-free",
+        choices=["rotation-free", "zero", "mean"],
+        help="ablation: what happens to the band (default rotation-free = angle 0)",
+    )
+    g.add_argument(
+        "--sweep",
+        default="none",
+        choices=["none", "low", "high", "both"],
+        help="ablation: sweep the number of lowest / highest chunks ablated",
+    )
+    g.add_argument(
+        "--sweep-points", type=int, default=8, help="ablation: band sizes in a sweep (default 8)"
+    )
+    g.add_argument(
+        "--spare-bos",
+        action="store_true",
+        help="ablation: leave position 0 (BOS) unedited, to tell content from the BOS sink",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

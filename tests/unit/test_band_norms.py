@@ -155,3 +155,15 @@ def test_interrupted_run_resumes_to_the_same_table(tiny_lm, tmp_path):
         atol=0,
     )
     assert (resumed.n_tokens == full.n_tokens).all() and not (tmp_path / ".bn.json").exists()
+
+
+def test_band_labels_follow_frequency_rank_not_chunk_index():
+    """Reversed p-RoPE zeroes the *highest* chunks: chunk 0 is then unrotated, not 'high'."""
+    default = rope.default_inv_freq(10_000.0, 16).tolist()
+    assert [band_norms.band_of(f, default) for f in default[:1] + default[-1:]] == ["high", "low"]
+    reversed_ = rope.reversed_p_rope_inv_freq(10_000.0, 16, 0.75).tolist()
+    rotating = [f for f in reversed_ if f > 0]
+    assert reversed_[0] == 0.0 and band_norms.band_of(reversed_[0], rotating) == "none"
+    first_rotating = next(f for f in reversed_ if f > 0)
+    assert band_norms.band_of(first_rotating, rotating) == "high"
+    assert band_norms.band_of(min(rotating), rotating) == "low"

@@ -1,0 +1,399 @@
+"""Rotation ablations at inference: what a pretrained model loses when a band of frequency
+chunks stops rotating, is zeroed, or is replaced by its mean (PAPER.md §5 and checklist
+item 20; the paper itself only ablates by training from scratch).
+
+For the chunks [lo, hi) (chunk 0 = highest frequency) of q and k, in the chosen layers and
+(optionally) one query head:
+
+- ``rotation-free``: the chunk keeps its pre-rotation value (angle 0), i.e. NoPE on that band.
+  The lowest band is an inference-time p-RoPE (``--sweep low``), the highest its reverse.
+- ``zero``: the chunk is set to 0 in q and k, so the band adds nothing to any logit.
+- ``mean``: the pre-rotation chunk is replaced by its mean over the corpus' counted tokens
+  (BOS excluded, measured in the baseline pass) and then rotated as usual: content is removed,
+  the positional signal a constant vector carries (Thm 5.3's q = k = psi) is kept.
+
+Every position is edited, BOS included, unless ``spare_first`` is set: then position 0 (BOS
+when prepended) keeps its vectors, which separates "the band carries content" from "the band
+makes BOS an attention sink" (the paper's apostrophe head uses a low band for the latter).
+
+Mechanics: the ablation replaces ``hook_attn_scores`` of the affected heads by scores recomputed
+from the same forward's q/k with the band edited (the pre-rotation values come from the
+pre-rotation hook of that forward). Scores rather than q/k are replaced so that one query head
+can be ablated alone although its key is shared with its GQA group; with all heads it equals
+editing q and k. The causal / sliding-window mask is kept from the model's own scores, and the
+model's scaling and softcap are applied.
+
+Measured per configuration, over the same held-out batches as an unablated baseline:
+next-token loss in nats/token over counted targets (predictions of tokens with
+``count_mask``: real tokens after BOS), and every head's scores (``heads.HeadScoreReducer``),
+with their change from the baseline. Memory is that of one batch plus O(layers x heads x
+d_head) accumulators, whatever the number of batches (nothing is kept across batches).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from rope_lens.analyses import heads as head_scores
+from rope_lens.analyses.head_options import check_head, parse_band
+from rope_lens.attention import HookFn, model_scaling, reducer_hooks, run_batches, scores_hook
+from rope_lens.attention import softcap as model_softcap
+from rope_lens.errors import InputError
+from rope_lens.extract import Site, heads_of, hook_name, to_bphd
+from rope_lens.inputs import Batch
+from rope_lens.models.load import LoadedModel
+from rope_lens.rope import chunk_dims, rotate
+
+ABLATIONS = ("rotation-free", "zero", "mean")
+SWEEPS = ("low", "high", "both")
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One configuration: ``kind`` on chunks [lo, hi) of ``layers`` (``heads``: query heads,
+    None = all). ``sweep`` labels sweep points ("low" / "high"; "" for a single run);
+    ``spare_first`` leaves position 0 unedited."""
+
+    kind: str
+    lo: int
+    hi: int
+    layers: tuple[int, ...]
+    heads: tuple[int, ...] | None = None
+    sweep: str = ""
+    spare_first: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return self.hi <= self.lo or not self.layers
+
+
+class MeanReducer:
+    """Sum of pre-rotation q and k over counted tokens, per (layer, head, d_head)."""
+
+    def __init__(self, lm: LoadedModel, layers: Sequence[int]) -> None:
+        self.sites = [Site(layer, kind, "pre") for layer in layers for kind in "qk"]
+        self.sums: dict[Site, Tensor] = {}
+        self.n = 0
+
+    def update(self, site: Site, x: Float[Tensor, "batch pos head d_head"], batch: Batch) -> None:
+        w = batch.count_mask.to(x.dtype)[:, :, None, None]
+        total = (x * w).sum((0, 1)).double()
+        self.sums[site] = self.sums[site] + total if site in self.sums else total
+        if site == self.sites[0]:
+            self.n += batch.n_counted
+
+    def means(self) -> dict[Site, Float[Tensor, "head d_head"]]:
+        return {site: (s / max(self.n, 1)).float() for site, s in self.sums.items()}
+
+
+class LossMeter:
+    """Next-token negative log-likelihood summed over counted targets."""
+
+    def __init__(self) -> None:
+        self.nll = 0.0
+        self.n = 0
+
+    def __call__(self, logits: Float[Tensor, "batch pos vocab"], batch: Batch) -> None:
+        targets = batch.input_ids[:, 1:]
+        weight = batch.count_mask[:, 1:]
+        for row in range(logits.shape[0]):  # one row at a time: log-softmax over a big vocab
+            logp = torch.log_softmax(logits[row, :-1].float(), dim=-1)
+            nll = -logp.gather(-1, targets[row, :, None])[:, 0]
+            self.nll += float(nll[weight[row]].double().sum())
+        self.n += int(weight.sum())
+
+    @property
+    def loss(self) -> float:
+        return self.nll / max(self.n, 1)
+
+
+def edit_band(
+    x: Float[Tensor, "batch pos head d_head"],
+    dims: Tensor,
+    kind: str,
+    pre: Tensor | None,
+    mean: Tensor | None,
+    positions: Tensor,
+    spec,
+    spare_first: bool = False,
+) -> Float[Tensor, "batch pos head d_head"]:
+    """Post-rotation vectors ``x`` with the band's dims replaced (see the module docstring)."""
+    out = x.clone()
+    if kind == "rotation-free":
+        out[..., dims] = pre[..., dims].to(x.dtype) * spec.attention_scaling
+    elif kind == "zero":
+        out[..., dims] = 0
+    elif kind == "mean":
+        const = mean.to(x.device, torch.float64).expand(*x.shape[:2], *mean.shape)
+        out[..., dims] = rotate(const, positions, spec)[..., dims].to(x.dtype)
+    else:
+        raise InputError(f"unknown ablation {kind!r}; choose from {', '.join(ABLATIONS)}")
+    if spare_first:
+        out[:, 0] = x[:, 0]
+    return out
+
+
+class _LayerEdit:
+    """One ablated layer: remember this forward's q/k (pre and post rotation), then replace the
+    affected heads' pre-softmax scores by scores recomputed with the band edited."""
+
+    def __init__(self, lm: LoadedModel, ab: Ablation, layer: int, means) -> None:
+        self.lm, self.ab, self.layer, self.means = lm, ab, layer, means
+        self.spec = lm.rope.layer_specs[layer]
+        pairs = chunk_dims(self.spec.head_dim, self.spec.rotary_dim, self.spec.pairing)
+        self.dims = pairs[ab.lo : ab.hi].reshape(-1)
+        self.scale, self.cap = model_scaling(lm, layer), model_softcap(lm, layer)
+        self.q_heads = torch.arange(lm.n_heads) if ab.heads is None else torch.tensor(ab.heads)
+        self.kv_of_q = self.q_heads // (lm.n_heads // lm.n_kv_heads)
+        self.state: dict[str, Tensor] = {}
+
+    def hooks(self) -> list[tuple[str, HookFn]]:
+        out = []
+        for kind in "qk":
+            for stage in ("pre", "rot"):
+                name = hook_name(self.lm, Site(self.layer, kind, stage))
+                out.append((name, self._keep(f"{kind}_{stage}", name, kind)))
+        return out + [(scores_hook(self.layer), self.replace)]
+
+    def _keep(self, key: str, name: str, kind: str) -> HookFn:
+        def fn(x: Tensor, batch: Batch) -> None:
+            self.state[key] = to_bphd(name, x, heads_of(self.lm, kind))
+
+        return fn
+
+    def replace(self, scores: Float[Tensor, "batch head pos key_pos"], batch: Batch) -> Tensor:
+        edited = {}
+        for kind in "qk":
+            mean = self.means[Site(self.layer, kind, "pre")] if self.ab.kind == "mean" else None
+            edited[kind] = edit_band(
+                self.state[f"{kind}_rot"],
+                self.dims.to(scores.device),
+                self.ab.kind,
+                self.state[f"{kind}_pre"],
+                mean,
+                batch.positions,
+                self.spec,
+                self.ab.spare_first,
+            )
+        self.state.clear()  # nothing outlives the forward pass
+        q = edited["q"][:, :, self.q_heads]  # (batch, pos, h, d_head)
+        k = edited["k"][:, :, self.kv_of_q]  # the KV head each of those query heads reads
+        new = torch.einsum("bqhd,bkhd->bhqk", q, k) * self.scale
+        if self.cap:
+            new = torch.tanh(new / self.cap) * self.cap
+        old = scores[:, self.q_heads]
+        # Keep the model's own mask (causal, padding, sliding window) where it applies.
+        masked = old <= torch.finfo(old.dtype).min / 2
+        out = scores.clone()
+        out[:, self.q_heads] = torch.where(masked, old, new.to(old.dtype))
+        return out
+
+
+def ablation_hooks(
+    lm: LoadedModel, ab: Ablation, means: dict[Site, Tensor] | None = None
+) -> list[tuple[str, HookFn]]:
+    """Hooks that apply ``ab`` (none for an empty band: exactly the unablated model)."""
+    if ab.empty:
+        return []
+    if ab.kind == "mean" and means is None:
+        raise InputError("the mean ablation needs the baseline means (run `run_ablations`)")
+    return [hook for layer in ab.layers for hook in _LayerEdit(lm, ab, layer, means).hooks()]
+
+
+def measure(
+    lm: LoadedModel,
+    make_batches,
+    hooks: Sequence[tuple[str, HookFn]],
+    score_layers: Sequence[int],
+    extra: Sequence = (),
+    total: int | None = None,
+    progress: bool = True,
+    desc: str | None = None,
+) -> tuple[float, int, pd.DataFrame]:
+    """One pass: (loss nats/token, counted targets, head-score frame) under ``hooks``.
+    ``extra``: q/k reducers fed in the same pass (the baseline's means)."""
+    meter = LossMeter()
+    scores = head_scores.HeadScoreReducer(lm, score_layers)
+    all_hooks = list(hooks) + reducer_hooks(lm, extra) + scores.hooks()
+    run_batches(
+        lm, make_batches(), all_hooks, on_logits=meter, total=total, progress=progress, desc=desc
+    )
+    return meter.loss, meter.n, scores.to_frame()
+
+
+def sweep_configs(
+    kind: str, sweep: str, n_chunks: int, layers: Sequence[int], heads, points: int
+) -> list[Ablation]:
+    """Bands of the m lowest (``low``) / highest (``high``) chunks, m on ``points`` even steps
+    up to all chunks (with ``both``, the all-chunks band is run once, labelled ``low``)."""
+    if sweep not in SWEEPS:
+        raise InputError(f"unknown --sweep {sweep!r}; choose from none, {', '.join(SWEEPS)}")
+    if points < 1:
+        raise InputError(f"--sweep-points must be >= 1, got {points}")
+    sizes = sorted({max(1, round(n_chunks * s / points)) for s in range(1, points + 1)})
+    out = []
+    for side in ("low", "high") if sweep == "both" else (sweep,):
+        for m in sizes:
+            lo, hi = (n_chunks - m, n_chunks) if side == "low" else (0, m)
+            if side == "high" and sweep == "both" and m == n_chunks:
+                continue
+            out.append(Ablation(kind, lo, hi, tuple(layers), heads, sweep=side))
+    return out
+
+
+def run_ablations(
+    lm: LoadedModel,
+    make_batches,
+    configs: Sequence[Ablation],
+    score_layers: Sequence[int] | None = None,
+    total: int | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Baseline pass, then one pass per configuration; tidy frame, one row per
+    (configuration, layer, head), baseline rows with ``ablation == "none"``."""
+    score_layers = list(range(lm.n_layers)) if score_layers is None else list(score_layers)
+    mean_layers = sorted({layer for c in configs if c.kind == "mean" for layer in c.layers})
+    means_red = MeanReducer(lm, mean_layers) if mean_layers else None
+    base_loss, n_tok, base = measure(
+        lm,
+        make_batches,
+        [],
+        score_layers,
+        [means_red] if means_red else [],
+        total,
+        progress,
+        desc="baseline",
+    )
+    means = means_red.means() if means_red else None
+    n_chunks = lm.head_dim // 2
+    frames = [
+        _rows(lm, Ablation("none", 0, 0, ()), base, base, base_loss, base_loss, n_tok, n_chunks)
+    ]
+    for ab in configs:
+        loss, n, scores = measure(
+            lm,
+            make_batches,
+            ablation_hooks(lm, ab, means),
+            score_layers,
+            (),
+            total,
+            progress,
+            desc=f"{ab.kind} {ab.lo}:{ab.hi}",
+        )
+        frames.append(_rows(lm, ab, scores, base, loss, base_loss, n, n_chunks))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _rows(lm, ab: Ablation, scores, base, loss, base_loss, n_tok, n_chunks) -> pd.DataFrame:
+    df = scores.rename(columns={"head_class": "class_ablated"})
+    df.insert(1, "ablation", ab.kind)
+    df.insert(2, "sweep", ab.sweep)
+    df.insert(3, "band_lo", ab.lo)
+    df.insert(4, "band_hi", ab.hi)
+    df.insert(5, "band_fraction", (ab.hi - ab.lo) / n_chunks)
+    all_layers = len(ab.layers) == lm.n_layers
+    df.insert(6, "ablated_layers", "all" if all_layers else ",".join(map(str, ab.layers)))
+    df.insert(7, "ablated_heads", "all" if ab.heads is None else ",".join(map(str, ab.heads)))
+    df.insert(8, "loss", loss)
+    df.insert(9, "base_loss", base_loss)
+    df.insert(10, "delta_loss", loss - base_loss)
+    df.insert(11, "n_targets", n_tok)
+    df.insert(12, "spare_first", ab.spare_first)
+    df["base_class"] = base.head_class.to_numpy()
+    for col in head_scores.SCORES:
+        df[f"d_{col}"] = df[col].to_numpy() - base[col].to_numpy()
+    return df.drop(columns=["n_queries"])
+
+
+def configs_from_options(lm: LoadedModel, layers: Sequence[int], options: dict) -> list[Ablation]:
+    """CLI options -> configurations (one ``--band``, or a ``--sweep``)."""
+    kind = options.get("ablation") or "rotation-free"
+    if kind not in ABLATIONS:
+        raise InputError(f"unknown --ablation {kind!r}; choose from {', '.join(ABLATIONS)}")
+    head = check_head(lm, options.get("head"))
+    heads = None if head is None else (head,)
+    spare = bool(options.get("spare_bos"))
+    n_chunks = lm.head_dim // 2
+    sweep = options.get("sweep")
+    configs = []
+    if sweep not in (None, "", "none"):
+        configs += sweep_configs(
+            kind, sweep, n_chunks, layers, heads, int(options.get("sweep_points") or 8)
+        )
+    band = parse_band(options.get("band"), n_chunks)
+    if band is not None:
+        configs.append(Ablation(kind, band[0], band[1], tuple(layers), heads, spare_first=spare))
+    if not configs:
+        raise InputError("the ablation analysis needs --band LO:HI or --sweep low|high|both")
+    return configs
+
+
+def analyze(
+    lm: LoadedModel,
+    make_batches,
+    layers: Sequence[int],
+    options: dict,
+    progress: bool = True,
+    total: int | None = None,
+) -> pd.DataFrame:
+    """Pipeline entry point: ``--layers`` are the ablated layers (heads are scored in all)."""
+    configs = configs_from_options(lm, layers, options)
+    return run_ablations(lm, make_batches, configs, total=total, progress=progress)
+
+
+def loss_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration: band, loss and delta loss."""
+    cols = [
+        "ablation",
+        "sweep",
+        "band_lo",
+        "band_hi",
+        "band_fraction",
+        "ablated_layers",
+        "ablated_heads",
+        "spare_first",
+        "loss",
+        "delta_loss",
+        "n_targets",
+    ]
+    return df.drop_duplicates(cols)[cols].reset_index(drop=True)
+
+
+def summarize(df: pd.DataFrame) -> str:
+    """Delta loss per configuration and what happens to the baseline's positional heads."""
+    positional = df.base_class.isin(["diagonal", "previous-token"])
+    lines = [
+        f"{df.model.iloc[0]}: baseline loss {df.base_loss.iloc[0]:.4f} nats/token over "
+        f"{int(df.n_targets.iloc[0]):,} targets"
+    ]
+    lines.append(
+        "ablation       sweep band      layers heads  delta loss  positional heads: "
+        "mean d_diag / d_prev"
+    )
+    for _, sub in df[df.ablation != "none"].groupby(
+        [
+            "ablation",
+            "sweep",
+            "band_lo",
+            "band_hi",
+            "ablated_layers",
+            "ablated_heads",
+            "spare_first",
+        ],
+        sort=False,
+    ):
+        r = sub.iloc[0]
+        pos = sub[positional.loc[sub.index]]
+        dd = f"{pos.d_diag_score.mean():+.3f} / {pos.d_prev_score.mean():+.3f}" if len(pos) else "-"
+        lines.append(
+            f"{r.ablation:<14} {r.sweep or '-':<5} {r.band_lo:>3}:{r.band_hi:<5} "
+            f"{r.ablated_layers:>6} {r.ablated_heads:>5} {r.delta_loss:>+11.4f}  {dd}"
+            + (" (BOS spared)" if r.spare_first else "")
+        )
+    return "\n".join(lines)

@@ -1,0 +1,188 @@
+"""Head scores and head classes: which heads are diagonal, previous-token or BOS-sink heads.
+
+The paper's positional heads (Figs 5, 14-16; Definition 5.1) are found by eye in Gemma 7B; here
+they are found by scores computed over a corpus for every layer and head, reduced inside
+``hook_pattern`` so memory never grows with the number of tokens (no T x T cache is kept: each
+batch's pattern is reduced to per-head sums and dropped).
+
+Scores, each a mean over counted query positions i (``Batch.count_mask``: real tokens, BOS
+excluded unless ``--count-bos``; padding never counts):
+
+- ``diag_score``: mean alpha_{i,i} (attention to itself).
+- ``prev_score``: mean alpha_{i,i-1} over counted queries with i >= 1 (position 0 has no
+  previous token). With a BOS prepended, the first real token's previous token *is* BOS, so for
+  that query prev_score and sink_score count the same probability.
+- ``sink_score``: mean alpha_{i,0}, attention to the first position (BOS when prepended, else the
+  first token). With ``--count-bos`` the BOS query itself counts, and its whole row is on BOS
+  (alpha_{0,0} = 1 enters diag_score and sink_score alike).
+- ``mean_distance``: mean of sum_j alpha_{i,j} (i - j), in tokens.
+- ``entropy``: mean of -sum_j alpha_{i,j} log alpha_{i,j}, in nats.
+
+Classes (``classify``): the largest of diag / prev / sink names the class when it reaches
+``THRESHOLD`` = 0.5, else "other". Why 1/2: by Lemma A.3 of the paper, a key with more than half
+of the attention must carry the query's strictly largest logit, so the head's pattern is
+genuinely that key for the average query, and at most one of the three can pass (up to the
+shared BOS query noted above).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from rope_lens.attention import HookFn, pattern_hook, run_batches
+from rope_lens.inputs import Batch
+from rope_lens.models.load import LoadedModel
+
+SCORES = ("diag_score", "prev_score", "sink_score", "mean_distance", "entropy")
+CLASSES = ("diagonal", "previous-token", "sink", "other")
+THRESHOLD = 0.5
+COLUMNS = ["model", "layer", "layer_type", "head", "kv_head", *SCORES, "head_class", "n_queries"]
+
+
+def pattern_sums(
+    pattern: Float[Tensor, "batch head pos key_pos"], count: Tensor
+) -> tuple[Float[Tensor, "5 head"], int]:
+    """Per-head sums of the five scores over counted queries of one batch.
+
+    Args:
+        pattern: attention probabilities; query and key slots are positions 0..T-1 (right
+            padding, so slot index == position).
+        count: ``[batch, pos]`` bool, the queries to count.
+
+    Returns:
+        Sums in the order of ``SCORES`` (fp64) and the number of counted queries.
+    """
+    p = pattern.float()
+    w = count.to(p.dtype)[:, None, :]  # (batch, 1, pos)
+    n_pos = p.shape[-1]
+    slots = torch.arange(n_pos, device=p.device, dtype=p.dtype)
+    diag = p.diagonal(0, -2, -1)  # (batch, head, pos)
+    prev = p.diagonal(-1, -2, -1)  # (batch, head, pos - 1): queries 1..T-1
+    sink = p[..., 0]
+    # sum_j a_ij (i - j) = i - sum_j a_ij j: one matvec instead of a T x T distance matrix.
+    dist = slots - torch.matmul(p, slots)
+    ent = -torch.special.xlogy(p, p).sum(-1)
+    sums = torch.stack(
+        [
+            (diag * w).sum((0, 2)),
+            (prev * w[..., 1:]).sum((0, 2)),
+            (sink * w).sum((0, 2)),
+            (dist * w).sum((0, 2)),
+            (ent * w).sum((0, 2)),
+        ]
+    )
+    return sums.double(), int(count.sum())
+
+
+class HeadScoreReducer:
+    """Streaming head scores for ``layers``; O(layers x heads) memory whatever the corpus.
+
+    ``prev_score`` is normalised by its own count (queries with i >= 1), the others by
+    ``n_queries``.
+    """
+
+    def __init__(self, lm: LoadedModel, layers: Sequence[int]) -> None:
+        self.lm = lm
+        self.layers = list(layers)
+        self.sums: dict[int, Tensor] = {}
+        self.n: dict[int, int] = {}
+        self.n_prev: dict[int, int] = {}
+
+    def hooks(self) -> list[tuple[str, HookFn]]:
+        return [(pattern_hook(layer), self._hook(layer)) for layer in self.layers]
+
+    def _hook(self, layer: int) -> HookFn:
+        def fn(x: Tensor, batch: Batch) -> None:
+            self.update(layer, x.detach(), batch.count_mask)
+
+        return fn
+
+    def update(
+        self, layer: int, pattern: Float[Tensor, "batch head pos key_pos"], count: Tensor
+    ) -> None:
+        sums, n = pattern_sums(pattern, count)
+        self.sums[layer] = self.sums[layer] + sums if layer in self.sums else sums
+        self.n[layer] = self.n.get(layer, 0) + n
+        self.n_prev[layer] = self.n_prev.get(layer, 0) + int(count[:, 1:].sum())
+
+    def to_frame(self) -> pd.DataFrame:
+        lm = self.lm
+        group = lm.n_heads // lm.n_kv_heads
+        rows = []
+        for layer in sorted(self.sums):
+            sums = self.sums[layer].cpu()
+            n, n_prev = max(self.n[layer], 1), max(self.n_prev[layer], 1)
+            for head in range(sums.shape[1]):
+                means = (sums[:, head] / n).tolist()
+                means[1] = float(sums[1, head]) / n_prev
+                rows.append(
+                    {
+                        "model": lm.name,
+                        "layer": layer,
+                        "layer_type": lm.rope.layer_types[layer],
+                        "head": head,
+                        "kv_head": head // group,
+                        **dict(zip(SCORES, means)),
+                        "n_queries": self.n[layer],
+                    }
+                )
+        df = pd.DataFrame(rows)
+        df["head_class"] = classify(df)
+        return df[COLUMNS]
+
+
+def classify(df: pd.DataFrame, threshold: float = THRESHOLD) -> pd.Series:
+    """diagonal / previous-token / sink where that score is the largest of the three and at
+    least ``threshold``; "other" otherwise."""
+    trio = df[["diag_score", "prev_score", "sink_score"]]
+    names = trio.idxmax(axis=1).map(
+        {"diag_score": "diagonal", "prev_score": "previous-token", "sink_score": "sink"}
+    )
+    return names.where(trio.max(axis=1) >= threshold, "other")
+
+
+def run(
+    lm: LoadedModel,
+    batch_iter,
+    layers: Sequence[int],
+    total: int | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Head-score table for ``layers`` over every counted query of ``batch_iter``."""
+    reducer = HeadScoreReducer(lm, layers)
+    run_batches(
+        lm, batch_iter, reducer.hooks(), last_layer=max(layers), total=total, progress=progress
+    )
+    return reducer.to_frame()
+
+
+def analyze(
+    lm: LoadedModel,
+    make_batches,
+    layers: Sequence[int],
+    options: dict,
+    progress: bool = True,
+    total: int | None = None,
+) -> pd.DataFrame:
+    """Pipeline entry point (see ``rope_lens.pipeline``)."""
+    return run(lm, make_batches(), layers, total=total, progress=progress)
+
+
+def summarize(df: pd.DataFrame) -> str:
+    """Head counts per class and the strongest heads of each positional class."""
+    counts = df.head_class.value_counts()
+    lines = [
+        f"{df.model.iloc[0]}: {len(df)} heads; "
+        + ", ".join(f"{c} {int(counts.get(c, 0))}" for c in CLASSES)
+        + f" (threshold {THRESHOLD}, {int(df.n_queries.iloc[0]):,} queries per layer)"
+    ]
+    for score in ("diag_score", "prev_score"):
+        top = df.sort_values(score, ascending=False).head(5)
+        cells = ", ".join(f"L{r.layer}H{r.head} {getattr(r, score):.2f}" for r in top.itertuples())
+        lines.append(f"top {score}: {cells}")
+    return "\n".join(lines)
