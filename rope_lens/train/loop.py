@@ -1,0 +1,326 @@
+"""One training loop for CPU, one GPU and many GPUs (accelerate: DDP, or FSDP for big configs).
+
+``train(cfg, run_dir)`` prepares the data, builds the model for ``cfg.encoding``, resumes from
+the newest checkpoint in ``run_dir`` if there is one, trains with AdamW + warmup/cosine and
+gradient accumulation (bf16 autocast on GPU, SDPA attention, optional ``torch.compile``), logs
+metrics, checkpoints atomically every ``ckpt_every`` steps and finishes with the validation
+perplexities at 1x, 2x and 4x the training length, written to ``results.json``.
+
+Exact resume: model, optimizer, scheduler, RNG and the data position (epoch, offset) are all
+restored, so on CPU a killed-and-resumed run reproduces the uninterrupted loss curve.
+Multi-GPU: ``accelerate launch -m rope_lens.cli train ...``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rope_lens.errors import CheckpointError, InputError
+from rope_lens.train import checkpoint as ckpt_io
+from rope_lens.train.config import RESUMABLE_CHANGES, TrainConfig
+from rope_lens.train.data import BatchSampler, pack, prepare_data
+from rope_lens.train.encodings import get_encoding
+from rope_lens.train.evaluate import evaluate_splits
+from rope_lens.train.metrics import MetricsLog, lr_factor
+from rope_lens.train.model import build_model, count_parameters
+
+RESULTS = "results.json"
+
+
+@dataclass
+class TrainResult:
+    """What a call to :func:`train` produced."""
+
+    run_dir: Path
+    step: int
+    completed: bool
+    final: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _accelerator(cfg: TrainConfig) -> Any:
+    from accelerate import Accelerator, FullyShardedDataParallelPlugin
+
+    cuda = torch.cuda.is_available()
+    mp = ("bf16" if cuda else "no") if cfg.mixed_precision == "auto" else cfg.mixed_precision
+    fsdp = None
+    if cfg.fsdp and cuda:  # FSDP needs GPUs; on CPU the flag is ignored
+        fsdp = FullyShardedDataParallelPlugin(
+            auto_wrap_policy="transformer_based_wrap",
+            transformer_cls_names_to_wrap=["GemmaDecoderLayer"],
+            state_dict_type="FULL_STATE_DICT",
+            use_orig_params=True,
+        )
+    return Accelerator(cpu=not cuda, mixed_precision=mp, fsdp_plugin=fsdp)
+
+
+def _check_resume(saved: dict[str, Any], cfg: TrainConfig, ckpt: Path) -> None:
+    now = json.loads(json.dumps(cfg.to_dict()))  # tuples -> lists, as the JSON file has them
+    diff = sorted(
+        k
+        for k in set(saved) | set(now)
+        if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k)
+    )
+    if diff:
+        detail = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}" for k in diff)
+        raise CheckpointError(
+            f"checkpoint {ckpt} is from a different run ({detail}); "
+            "use a new --out directory or the checkpoint's settings"
+        )
+
+
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig, matrices: set[str]) -> Any:
+    """AdamW; weight decay on matrices (incl. the tied embedding), not on norm gains.
+
+    ``matrices`` are parameter names taken before wrapping: FSDP flattens shards to 1-D, so
+    ``ndim`` cannot be read after ``prepare``.
+    """
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        clean = name.replace("_fsdp_wrapped_module.", "").replace("_orig_mod.", "")
+        clean = clean.removeprefix("module.")
+        (decay if clean in matrices else no_decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+
+
+def _is_fsdp(model: Any) -> bool:
+    try:
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(model, FSDP)
+
+
+def _optim_state(model: Any, optimizer: Any, fsdp: bool) -> dict[str, Any]:
+    if fsdp:  # gather the sharded state on every rank (FULL_STATE_DICT); untested without GPUs
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        return FSDP.optim_state_dict(model, optimizer)
+    return optimizer.state_dict()
+
+
+def _load_optim_state(model: Any, optimizer: Any, state: dict[str, Any], fsdp: bool) -> None:
+    if fsdp:
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        state = FSDP.optim_state_dict_to_load(model, optimizer, state)
+    optimizer.load_state_dict(state)
+
+
+def train(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    data_root: str | Path = "runs/cache",
+    resume: bool = True,
+    build_data: bool = True,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train (or resume) one model; see the module docstring.
+
+    Args:
+        cfg: the run's configuration (encoding and seed included).
+        run_dir: output folder; becomes a standard HF model folder.
+        data_root: folder of tokenized caches.
+        resume: continue from the newest checkpoint in ``run_dir``; if False and checkpoints
+            exist, refuse rather than overwrite them.
+        build_data: build a missing data cache (else raise InputError).
+        stop_after: return after this many steps, as if killed (tests, benchmarks).
+        progress: show a progress bar on the main process.
+
+    Raises:
+        InputError: bad encoding, config or data. CheckpointError: a corrupt or mismatched
+            checkpoint in ``run_dir``.
+    """
+    from tqdm.auto import tqdm
+
+    run_dir = Path(run_dir)
+    encoding = get_encoding(cfg.encoding, cfg.theta)
+    encoding.inv_freq(cfg.model.head_dim)  # validates head_dim before any heavy work
+    accelerator = _accelerator(cfg)
+    main, world, rank = (
+        accelerator.is_main_process,
+        accelerator.num_processes,
+        accelerator.process_index,
+    )
+    n_micro = cfg.batch_size // cfg.micro_batch_size
+    if n_micro % world:
+        raise InputError(f"{n_micro} micro-batches per step do not split over {world} processes")
+    with accelerator.main_process_first():
+        data = prepare_data(
+            cfg.dataset, cfg.data_source, cfg.model.vocab_size, data_root, build=build_data
+        )
+    if data.meta["tokenizer_vocab"] > cfg.model.vocab_size:
+        raise InputError(f"tokenizer has {data.meta['tokenizer_vocab']} tokens > vocab_size")
+    train_seqs = pack(data.streams["train"], cfg.seq_len)  # (n, seq_len)
+    sampler = BatchSampler(len(train_seqs), cfg.batch_size, cfg.seed)
+
+    latest = ckpt_io.find_latest(run_dir) if resume else None
+    if not resume and ckpt_io.find_latest(run_dir) is not None:
+        raise InputError(f"{run_dir} already has checkpoints; resume it or choose a new --out")
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, encoding, cfg.max_eval_len)
+    state: dict[str, Any] = {}
+    if latest is not None:
+        state = ckpt_io.load_trainer_state(latest)
+        _check_resume(state["info"]["train_config"], cfg, latest)
+        ckpt_io.load_weights(model, latest)
+    if cfg.activation_checkpointing:
+        model.gradient_checkpointing_enable()
+    data.tokenizer.model_max_length = cfg.max_eval_len
+    n_params = count_parameters(model)
+
+    matrices = {n for n, p in model.named_parameters() if p.ndim >= 2}
+    model = accelerator.prepare(model)
+    sharded = _is_fsdp(model)  # FSDP only when launched on several GPUs with fsdp=true
+    optimizer = accelerator.prepare(_optimizer(model, cfg, matrices))
+    # Not accelerate-prepared: an AcceleratedScheduler steps once per process per step.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        functools.partial(
+            _lr, warmup=cfg.warmup_steps, total=cfg.steps, min_ratio=cfg.min_lr_ratio
+        ),
+    )
+    log = MetricsLog(run_dir, enabled=main)
+    step = 0
+    if latest is not None:
+        _load_optim_state(model, optimizer, state["optimizer"], sharded)
+        scheduler.load_state_dict(state["scheduler"])
+        sampler.load_state_dict(state["sampler"])
+        ckpt_io.set_rng_state(state["rng"])
+        step = int(state["step"])
+        log.truncate(step)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    fwd = torch.compile(model) if cfg.compile else model
+    info = {
+        "train_config": cfg.to_dict(),
+        "encoding": encoding.name,
+        "params": n_params,
+        "data": data.meta,
+    }
+    eval_tokens_kw = {
+        "micro_batch_tokens": cfg.micro_batch_size * cfg.seq_len,
+        "accelerator": accelerator,
+    }
+
+    def save(at: int) -> None:
+        st = {
+            "optimizer": _optim_state(model, optimizer, sharded),
+            "scheduler": scheduler.state_dict(),
+            "sampler": sampler.state_dict(),
+        }
+        full = accelerator.get_state_dict(model) if sharded else None
+        if main:
+            ckpt_io.save_checkpoint(
+                run_dir,
+                at,
+                model=accelerator.unwrap_model(model),
+                tokenizer=data.tokenizer,
+                trainer_state=st,
+                info=info,
+                keep=cfg.keep_checkpoints,
+                state_dict=full,
+            )
+        accelerator.wait_for_everyone()
+
+    bar = tqdm(
+        total=cfg.steps,
+        initial=step,
+        disable=not (main and progress),
+        unit="step",
+        dynamic_ncols=True,
+    )
+    t0 = time.perf_counter()
+    tokens_seen = step * cfg.tokens_per_step
+    window = (t0, tokens_seen)  # (time, tokens) at the previous log row, for tokens/s
+    model.train()
+    while step < cfg.steps:
+        micro = sampler.next_batch().view(n_micro, cfg.micro_batch_size)[rank::world]
+        loss_sum = torch.zeros((), device=accelerator.device)
+        for k, idx in enumerate(micro):
+            batch = train_seqs[idx].to(accelerator.device, dtype=torch.long)
+            sync = k == len(micro) - 1  # all-reduce gradients only on the last micro-step
+            with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+                with accelerator.autocast():
+                    loss = fwd(input_ids=batch, labels=batch).loss / len(micro)
+                accelerator.backward(loss)
+            loss_sum += loss.detach().float()
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        tokens_seen += cfg.tokens_per_step
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            loss_val = accelerator.reduce(loss_sum, reduction="mean").item()
+            now = time.perf_counter()
+            rate = (step * cfg.tokens_per_step - window[1]) / max(now - window[0], 1e-9)
+            log.log(
+                "train",
+                step=step,
+                loss=loss_val,
+                lr=lr,
+                grad_norm=float(grad_norm),
+                tokens=tokens_seen,
+                tokens_per_s=rate,
+                elapsed_s=now - t0,
+            )
+            window = (now, step * cfg.tokens_per_step)
+            bar.set_postfix(loss=f"{loss_val:.3f}")
+            if not math.isfinite(loss_val):
+                raise InputError(f"loss became {loss_val} at step {step}; lower lr")
+        if step % cfg.eval_every == 0 and step < cfg.steps:
+            ev = evaluate_splits(
+                model,
+                data.streams,
+                cfg.seq_len,
+                cfg.eval_tokens,
+                (1,),
+                splits=("valid",),
+                **eval_tokens_kw,
+            )
+            for row in ev.values():
+                log.log("eval", step=step, split="valid", length_multiple=1, **row)
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            save(step)
+        if stop_after is not None and step >= stop_after and step < cfg.steps:
+            bar.close()
+            return TrainResult(run_dir, step, completed=False)
+    bar.close()
+    final = evaluate_splits(
+        model, data.streams, cfg.seq_len, cfg.eval_tokens, cfg.eval_lengths, **eval_tokens_kw
+    )
+    for key, row in final.items():
+        split, mult = key.split("@")
+        log.log("eval", step=step, split=split, length_multiple=int(mult[:-1]), **row)
+    if main:
+        results = {
+            "completed": True,
+            "step": step,
+            "final": final,
+            **info,
+            "wall_s": time.perf_counter() - t0,
+        }
+        (run_dir / RESULTS).write_text(json.dumps(results, indent=2, allow_nan=True))
+    return TrainResult(run_dir, step, completed=True, final=final)
+
+
+def _lr(step: int, *, warmup: int, total: int, min_ratio: float) -> float:
+    return lr_factor(step, warmup, total, min_ratio)

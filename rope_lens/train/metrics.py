@@ -1,0 +1,71 @@
+"""Training metrics as JSONL (every row) and CSV (train rows, eval rows), resume-aware.
+
+``metrics.jsonl`` holds every row with a ``kind`` of ``"train"`` or ``"eval"``;
+``metrics.csv`` and ``eval.csv`` are the same rows as flat tables for pandas or a spreadsheet.
+When a run resumes from step S, rows after S (logged before the interruption but not covered
+by the checkpoint) are dropped, so the files read as one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+TRAIN_COLUMNS = ("step", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "elapsed_s")
+EVAL_COLUMNS = ("step", "split", "length_multiple", "seq_len", "loss", "ppl", "tokens")
+
+
+class MetricsLog:
+    """Appends rows to ``metrics.jsonl``, ``metrics.csv`` and ``eval.csv`` in ``run_dir``."""
+
+    def __init__(self, run_dir: str | Path, enabled: bool = True) -> None:
+        self.dir = Path(run_dir)
+        self.enabled = enabled
+        self.jsonl = self.dir / "metrics.jsonl"
+        self.csv = {"train": self.dir / "metrics.csv", "eval": self.dir / "eval.csv"}
+
+    def rows(self) -> list[dict[str, Any]]:
+        if not self.jsonl.is_file():
+            return []
+        return [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
+
+    def truncate(self, step: int) -> None:
+        """Keep only rows with ``step <= step`` (called when resuming from that step)."""
+        if not self.enabled:
+            return
+        keep = [r for r in self.rows() if r["step"] <= step]
+        for path in (self.jsonl, *self.csv.values()):
+            path.unlink(missing_ok=True)
+        for row in keep:
+            self._write(row)
+
+    def log(self, kind: str, **row: Any) -> None:
+        if self.enabled:
+            self._write({"kind": kind, **row})
+
+    def _write(self, row: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.jsonl, "a") as fh:
+            fh.write(json.dumps(row, allow_nan=True) + "\n")
+        path = self.csv[row["kind"]]
+        columns = TRAIN_COLUMNS if row["kind"] == "train" else EVAL_COLUMNS
+        new = not path.is_file()
+        with open(path, "a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow({c: row.get(c, "") for c in columns})
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup to 1 over ``warmup`` steps, then cosine decay to ``min_ratio`` at ``total``.
+
+    ``step`` is the number of optimizer steps already taken (LambdaLR's convention).
+    """
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
