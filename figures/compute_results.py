@@ -1,0 +1,77 @@
+"""Compute every results table the paper figures need, for the packaged models, offline.
+
+    python figures/compute_results.py [--models smollm2-135m gemma3-270m] [--results results]
+
+For each model, into ``RESULTS/<model>/``:
+
+- band-norm, heads, profiles, apostrophe and an ablation sweep on the bundled Shakespeare quotes
+  (the paper's Fig 3 protocol);
+- per-token and decompose on one short prompt with three apostrophes
+  (``figures/prompts/apostrophes.txt``; the paper's 20-token prompt is not published), for the
+  layers of the heads picked from the saved head scores (decompose is O(T^2 x chunks));
+- band-norm on the four Fig 19 domains (``figures/prompts/*.jsonl``) into ``domain-<name>/``.
+
+Tables already up to date are skipped, so rerunning is cheap. Then
+``python figures/paper_figures.py`` draws.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rope_lens.commands import analyze
+from rope_lens.commands.report import picked_layers
+from rope_lens.errors import RopeLensError
+from rope_lens.pipeline import run_analysis
+
+PROMPTS = Path(__file__).parent / "prompts"
+DOMAINS = ("italian", "chinese", "python", "arithmetic")
+CORPUS = ("band-norm", "heads", "profiles", "apostrophe")
+ONE_PROMPT = ("per-token", "decompose")
+ABLATION = ["--analysis", "ablation", "--sweep", "both", "--sweep-points", "4"]
+
+
+def run_one(model: str, out: Path, extra: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    analyze.add_arguments(parser)
+    args = parser.parse_args(["--model", model, "--out", str(out), "--no-progress", *extra])
+    args.command = "analyze"  # as the CLI records it in the sidecar
+    run_analysis(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma3-270m"])
+    p.add_argument("--results", default="results", help="parent folder of the model folders")
+    p.add_argument("--no-domains", action="store_true", help="skip the Fig 19 domain runs")
+    p.add_argument("--no-ablation", action="store_true", help="skip the ablation sweep")
+    args = p.parse_args(argv)
+    try:
+        for model in args.models:
+            folder = Path(args.results) / model
+            for name in CORPUS:
+                print(f"== {model}: {name}", flush=True)
+                run_one(model, folder, ["--analysis", name])
+            layers = picked_layers(folder) or "0"
+            for name in ONE_PROMPT:
+                print(f"== {model}: {name} on layers {layers}", flush=True)
+                extra = ["--prompts", str(PROMPTS / "apostrophes.txt"), "--layers", layers]
+                run_one(model, folder, ["--analysis", name, *extra])
+            if not args.no_ablation:
+                print(f"== {model}: ablation sweep", flush=True)
+                run_one(model, folder, ABLATION)
+            if not args.no_domains:
+                for domain in DOMAINS:
+                    print(f"== {model}: band-norm on {domain}", flush=True)
+                    prompts = PROMPTS / f"{domain}.jsonl"
+                    run_one(model, folder / f"domain-{domain}", ["--prompts", str(prompts)])
+    except RopeLensError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""`rope-lens figures`: regenerate the paper's figures and tables from saved results.
+
+Reads results folders (``rope-lens analyze`` output, one per model; ``domain-*/`` subfolders
+for Fig 19), training grids (``rope-lens table`` output) and recomputes the cheap theory
+figures. Writes ``OUT/<model>/<recipe>.{html,png,svg,pdf}`` and ``OUT/INDEX.md``, which lists
+every file against the paper's figure. Static formats use kaleido with the system Chromium.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+NAME = "figures"
+HELP = "regenerate the paper's figures/tables from saved results (html, png, svg, pdf)"
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--results",
+        nargs="*",
+        default=["results"],
+        help="results folders: a model's folder, or a parent holding one folder per model",
+    )
+    p.add_argument(
+        "--runs", nargs="*", default=[], help="training grid folders (rope-lens table --out)"
+    )
+    p.add_argument("--out", default="figures/out", help="output folder")
+    p.add_argument(
+        "--formats", default="html,png,svg,pdf", help="comma-separated subset of html,png,svg,pdf"
+    )
+    p.add_argument(
+        "--theory",
+        choices=["full", "quick", "skip"],
+        default="full",
+        help="also regenerate the theory figures (Figs 2, 8, 9, ...): full, quick or skip",
+    )
+    p.add_argument("--only", nargs="*", default=None, help="only these recipe keys")
+
+
+def model_folders(paths: list[str]) -> list[Path]:
+    """Folders holding result tables: each path itself, or its immediate subfolders."""
+    found = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            continue
+        if any(p.glob("*.parquet")):
+            found.append(p)
+        else:
+            found += sorted(d for d in p.iterdir() if d.is_dir() and any(d.glob("*.parquet")))
+    return found
+
+
+def load_inputs(folder: Path) -> tuple[dict, str]:
+    """Every table of one model folder keyed by its kind (see ``viz.paper.kind_of``), plus
+    ``domains`` (name -> band-norm table from ``domain-*/``), and the model's name."""
+    from rope_lens.io import load_table
+    from rope_lens.viz.paper import kind_of
+
+    tables: dict = {}
+    name = folder.name
+    for path in sorted(folder.glob("*.parquet")):
+        df, meta = load_table(path)
+        kind = kind_of(df)
+        if kind is None:
+            log.warning("%s: unrecognised table, skipped", path)
+            continue
+        tables[kind] = df
+        name = meta.get("model", name)
+    domains = {}
+    for sub in sorted(folder.glob("domain-*/band_norm.parquet")):
+        domains[sub.parent.name.removeprefix("domain-")] = load_table(sub)[0]
+    if domains:
+        tables["domains"] = domains
+    return tables, str(name)
+
+
+class Saver:
+    """Saves figures in the requested formats, dropping static ones if export is impossible."""
+
+    def __init__(self, formats: list[str]) -> None:
+        from rope_lens.viz.style import static_export_problem
+
+        self.formats = formats
+        self.static = [f for f in formats if f != "html"]
+        problem = static_export_problem() if self.static else None
+        if problem:
+            log.warning("%s: writing html only", problem)
+            self.static = []
+        self.written: list[Path] = []
+
+    def __call__(self, fig, stem: Path, size: tuple[int, int] = (760, 520)) -> None:
+        from rope_lens.viz.style import save_figure
+
+        if "html" in self.formats:
+            self.written += save_figure(fig, stem, ["html"])
+        if self.static:
+            self.written += save_figure(fig, stem, self.static, width=size[0], height=size[1])
+
+
+def draw_results(folder: Path, out: Path, save: Saver, only, index: list[str]) -> None:
+    from rope_lens.viz.paper import RECIPES
+
+    tables, model = load_inputs(folder)
+    for recipe in RECIPES:
+        if (only and recipe.key not in only) or not set(recipe.needs) <= set(tables):
+            continue
+        try:
+            fig = recipe.draw(tables, model)
+        except (LookupError, ValueError) as err:  # e.g. no head of that class was found
+            log.warning("skipping %s for %s: %s", recipe.key, model, err)
+            continue
+        save(fig, out / model / recipe.key, recipe.size)
+        index.append(f"| {recipe.paper} | {model} | `{model}/{recipe.key}` |")
+
+
+def draw_runs(folder: Path, out: Path, save: Saver, index: list[str]) -> None:
+    """Table 2 and training curves from a ``rope-lens table`` grid folder."""
+    import shutil
+
+    import pandas as pd
+
+    from rope_lens.viz import training
+
+    dest = out / f"training-{folder.name}"
+    table_csv = folder / "table.csv"
+    if table_csv.exists():
+        table = pd.read_csv(table_csv)
+        save(training.ptable_figure(table), dest / "table2_perplexity", (900, 700))
+        save(training.ptable_html_table(table), dest / "table2_table", (900, 450))
+        save(training.length_generalisation(table), dest / "extra_length_generalisation")
+        for name in ("table.md", "table.csv"):
+            if (folder / name).exists():
+                dest.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(folder / name, dest / f"table2_{name}")
+        index.append(f"| Table 2 | {folder.name} | `training-{folder.name}/table2_*` |")
+    metrics, evals = [], []
+    for run in sorted(folder.glob("*/*/seed*")):
+        dataset, encoding, seed = run.parent.parent.name, run.parent.name, run.name[4:]
+        for name, acc in (("metrics.csv", metrics), ("eval.csv", evals)):
+            if (run / name).exists():
+                df = pd.read_csv(run / name)
+                acc.append(df.assign(dataset=dataset, encoding=encoding, seed=seed))
+    if metrics:
+        save(training.loss_curves(pd.concat(metrics)), dest / "training_loss")
+        index.append(
+            f"| (training curves) | {folder.name} | `training-{folder.name}/training_loss` |"
+        )
+    if evals:
+        save(training.eval_curves(pd.concat(evals)), dest / "training_valid_ppl")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rope_lens.commands.theory import parse_formats
+    from rope_lens.errors import InputError
+
+    formats = parse_formats(args.formats)  # raises InputError for unknown ones
+    if "html" not in args.formats:  # parse_formats always adds html; here it is optional
+        formats.remove("html")
+    out = Path(args.out)
+    save = Saver(formats)
+    folders = model_folders(args.results)
+    if not folders and not args.runs and args.theory == "skip":
+        raise InputError(
+            f"no results tables under {', '.join(args.results)}; run rope-lens analyze"
+        )
+    index = ["| Paper | Model / grid | Output (+ .html/.png/.svg/.pdf) |", "|---|---|---|"]
+    try:
+        _draw_all(args, folders, out, save, index)
+    except RuntimeError as err:  # kaleido / Chromium failed: the HTML files are written
+        log.error("static export failed (%s); HTML files were written", err)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "INDEX.md").write_text("\n".join(index) + "\n", encoding="utf-8")
+    print(f"wrote {len(save.written)} files under {out} (index: {out / 'INDEX.md'})")
+    return 0
+
+
+def _draw_all(args, folders: list[Path], out: Path, save: Saver, index: list[str]) -> None:
+    import contextlib
+
+    from rope_lens.viz.style import static_export
+
+    with static_export() if save.static else contextlib.nullcontext():
+        for folder in folders:
+            draw_results(folder, out, save, args.only, index)
+        for runs in map(Path, args.runs):
+            draw_runs(runs, out, save, index)
+        if args.theory != "skip" and not args.only:
+            from rope_lens.commands import theory
+
+            formats = ["html", *save.static]
+            save.written += theory.regenerate(out / "theory", formats, quick=args.theory == "quick")
+            index.append(
+                "| Figs 2, 8, 9; Props 3.1, 3.2, 5.2; Thms 5.3, 6.1; Table 1 | — | `theory/` |"
+            )

@@ -1,0 +1,246 @@
+"""The paper's figures as recipes: which saved tables each needs and how to draw it.
+
+``rope-lens figures`` (``rope_lens/commands/figures.py``) loads a results folder's tables,
+recognises each by its columns (:func:`kind_of`), and saves every recipe whose tables are
+present. ``figures/README.md`` lists the recipes against the paper. Our models stand in for the
+paper's: Gemma 3 270M for Gemma 7B (same head_dim 256) and SmolLM2-135M for Llama 3.1 8B
+(Llama architecture with GQA); every recipe is drawn for every model that has the tables.
+
+Heads for the per-token figures are chosen from the saved head scores, never by index: the
+paper's layer numbering is ambiguous (PAPER.md §2) and our models differ anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from rope_lens.viz import ablation, freq, heads, tokens
+
+Tables = Mapping[str, object]
+
+KIND_COLUMNS = {  # first match wins: more specific signatures first
+    "decompose": {"contribution", "query_pos", "key_pos"},
+    "per_token": {"pos", "token", "norm", "chunk"},
+    "ablation": {"delta_loss", "band_lo", "band_hi"},
+    "profiles": {"mean_norm", "chunk", "head_class"},
+    "apostrophe": {"apostrophe_score", "after_apos"},
+    "heads": {"diag_score", "prev_score", "head_class"},
+    "band_norm": {"mean_norm", "kind", "chunk", "frequency"},
+}
+
+
+def kind_of(df: pd.DataFrame) -> str | None:
+    """Which analysis a table came from, by its columns (None if unknown)."""
+    cols = set(df.columns)
+    return next((k for k, need in KIND_COLUMNS.items() if need <= cols), None)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One output figure: ``key`` (file stem), ``paper`` (figure it reproduces), ``needs``
+    (table kinds), ``draw(tables, model) -> go.Figure`` and the static size (width, height).
+    ``draw`` raises LookupError when the tables hold nothing suitable (the figure is skipped)."""
+
+    key: str
+    paper: str
+    needs: tuple[str, ...]
+    draw: Callable[[Tables, str], go.Figure]
+    size: tuple[int, int] = (760, 520)
+    in_report: bool = True  # False for panels the report already shows side by side
+
+
+def _t(text: str, model: str, detail: str = "") -> str:
+    """Title with the model (and e.g. which head was picked) as a smaller second line."""
+    return f"{text}<br><sup>{detail + ' · ' if detail else ''}{model}</sup>"
+
+
+# ---- head choice (from saved scores; only heads present in the per-token/decompose tables) --
+
+
+def _best(df: pd.DataFrame, score: str, where=None, among=None) -> tuple[int, int]:
+    sub = df if where is None else df[where(df)]
+    if among is not None:
+        sub = sub.merge(among, on=["layer", "head"])
+    if sub.empty:
+        raise LookupError(f"no head to pick by {score}")
+    r = sub.sort_values(score, ascending=False).iloc[0]
+    return int(r["layer"]), int(r["head"])
+
+
+def pick_head(t: Tables, role: str, within: str) -> tuple[int, int]:
+    """(layer, head) for a paper role: ``diag-first``, ``diag-last``, ``prev``, ``apostrophe``,
+    ``semantic``; restricted to heads present in table ``within``."""
+    among = t[within][["layer", "head"]].drop_duplicates()
+    if role == "apostrophe":
+        return _best(t["apostrophe"], "apostrophe_score", among=among)
+    h = t["heads"]
+    mid = h["layer"].max() / 2
+    if role == "diag-first":
+        return _best(h, "diag_score", lambda d: d["layer"] <= mid, among)
+    if role == "diag-last":
+        return _best(h, "diag_score", lambda d: d["layer"] > mid, among)
+    if role == "prev":
+        return _best(h, "prev_score", among=among)
+    if role == "semantic":  # the paper's Fig 18: diffuse attention, i.e. the highest entropy
+        return _best(h, "entropy", lambda d: d["head_class"] == "other", among)
+    raise ValueError(role)
+
+
+_ROLE_SCORE = {
+    "diag-first": ("heads", "diag_score"),
+    "diag-last": ("heads", "diag_score"),
+    "prev": ("heads", "prev_score"),
+    "apostrophe": ("apostrophe", "apostrophe_score"),
+    "semantic": ("heads", "entropy"),
+}
+
+
+def describe(t: Tables, role: str, layer: int, head: int) -> str:
+    """``"L3H2, diag_score 0.91, class diagonal"``: the picked head is the *best available*, so
+    titles say how well it actually fits the role."""
+    kind, score = _ROLE_SCORE[role]
+    df = t[kind]
+    r = df[(df["layer"] == layer) & (df["head"] == head)].iloc[0]
+    cls = f", class {r['head_class']}" if "head_class" in r else ""
+    return f"L{layer}H{head}, {score} {r[score]:.2f}{cls}"
+
+
+ROLES = {  # role -> (paper figures of its per-token norms, label, output key prefix)
+    "diag-first": ("Fig 14", "diagonal head, early layer", "fig14"),
+    "diag-last": ("Fig 15", "diagonal head, late layer", "fig15"),
+    "prev": ("Fig 16", "previous-token head", "fig16"),
+    "apostrophe": ("Fig 17", "apostrophe head", "fig17"),
+    "semantic": ("Fig 18", "semantic (diffuse) head", "fig18"),
+}
+
+
+def _token_recipe(role: str, kind: str) -> Recipe:
+    fig, label, prefix = ROLES[role]
+    also = {"diag-last": ", Fig 6", "apostrophe": ", Fig 7(b)" if kind == "k" else ""}.get(role, "")
+    part = "a" if kind == "q" else "b"
+    needs = ("per_token", "apostrophe" if role == "apostrophe" else "heads")
+
+    def draw(t: Tables, model: str) -> go.Figure:
+        layer, head = pick_head(t, role, "per_token")
+        name = "Query" if kind == "q" else "Key"
+        title = _t(f"{name} frequency usage, {label}", model, describe(t, role, layer, head))
+        return tokens.token_norm_heatmap(t["per_token"], layer, head, kind, title)
+
+    return Recipe(
+        f"{prefix}{part}_{kind}_tokens_{role}", f"{fig}({part}){also}", needs, draw, (900, 560)
+    )
+
+
+def _pattern_recipe(role: str, value: str, key: str, paper: str) -> Recipe:
+    def draw(t: Tables, model: str) -> go.Figure:
+        df = t["decompose"]
+        if value not in df:
+            raise LookupError(f"the decompose table has no {value!r} column")
+        layer, head = pick_head(t, role, "decompose")
+        what = "Attention pattern" if value == "attention" else "Attention logits"
+        title = _t(f"{what}, {ROLES[role][1]}", model, describe(t, role, layer, head))
+        return tokens.pair_heatmap(df, layer, head, value, title)
+
+    needs = ("decompose", "apostrophe" if role == "apostrophe" else "heads")
+    return Recipe(key, paper, needs, draw, (760, 700))
+
+
+def _cs_recipe(role: str, table: str) -> Recipe:
+    def draw(t: Tables, model: str) -> go.Figure:
+        layer, head = pick_head(t, role, "per_token")
+        return tokens.cs_table_figure(
+            t["per_token"],
+            layer,
+            head,
+            title=_t(f"{table}: {ROLES[role][1]}", model, describe(t, role, layer, head)),
+        )
+
+    return Recipe(
+        f"{table.lower().replace(' ', '')}_cs_{role}",
+        table,
+        ("per_token", "heads"),
+        draw,
+        (1100, 340),
+    )
+
+
+def _contributions(t: Tables, model: str) -> go.Figure:
+    layer, head = pick_head(t, "apostrophe", "decompose")
+    df = t["decompose"]
+    sub = df[(df["layer"] == layer) & (df["head"] == head)]
+    q = int(sub["query_pos"].max())
+    return tokens.contribution_bars(
+        df,
+        layer,
+        head,
+        q,
+        [0, q - 1, q],
+        _t("Logit by frequency, apostrophe head", model, describe(t, "apostrophe", layer, head)),
+    )
+
+
+def _band(kind: str, label: str, layer: int | None = None):
+    def draw(t: Tables, model: str) -> go.Figure:
+        df = t["band_norm"]
+        if layer is None:
+            return freq.layer_frequency_heatmap(df, kind, _t(label, model))
+        shown = sorted(df["layer"].unique())[layer]
+        return freq.head_frequency_heatmap(
+            df, kind, int(shown), title=_t(f"{label} (layer {shown})", model)
+        )
+
+    return draw
+
+
+def _domains(t: Tables, model: str) -> go.Figure:
+    frames = t["domains"]
+    order = {name: i for i, name in enumerate(("italian", "chinese", "python", "arithmetic"))}
+    ranked = sorted(frames.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
+    panels = {f"({chr(97 + i)}) {name}": df for i, (name, df) in enumerate(ranked)}
+    return freq.band_norm_panels(
+        panels,
+        kind="q",
+        title=_t("Query frequency usage per layer by input domain", model),
+        shared_scale=True,
+    )
+
+
+def _simple(kind: str, fn) -> Callable[[Tables, str], go.Figure]:
+    return lambda t, model: fn(t[kind])
+
+
+RECIPES: list[Recipe] = [
+    Recipe("fig03a_query_per_layer", "Fig 3(a), Fig 10(a)", ("band_norm",), _band("q", "Query frequency usage per layer"), in_report=False),
+    Recipe("fig03b_key_per_layer", "Fig 3(b), Fig 10(b)", ("band_norm",), _band("k", "Key frequency usage per layer"), in_report=False),
+    Recipe("fig13c_value_per_layer", "Fig 13(c), Fig 10(c)", ("band_norm",), _band("v", "Value frequency usage per layer"), in_report=False),
+    Recipe("fig13_qkv_per_layer", "Fig 13, Fig 10", ("band_norm",), lambda t, m: freq.qkv_panels(t["band_norm"], _t("q, k, v frequency usage per layer", m)), (1500, 520)),
+    Recipe("fig04a_query_per_head_first_layer", "Fig 4(a)", ("band_norm",), _band("q", "Query frequency usage", 0)),
+    Recipe("fig04b_key_per_head_first_layer", "Fig 4(b)", ("band_norm",), _band("k", "Key frequency usage", 0)),
+    Recipe("fig11_query_per_head_last_layer", "Fig 11", ("band_norm",), _band("q", "Query frequency usage", -1)),
+    Recipe("extra_frequency_profile", "(Figs 3/13 summarised)", ("band_norm",), lambda t, m: freq.frequency_profile(t["band_norm"], _t("Mean chunk norm by frequency", m))),
+    Recipe("fig19_query_by_domain", "Fig 19", ("domains",), _domains, (1700, 520)),
+    Recipe("extra_head_classes", "checklist 11 (head scores)", ("heads",), _simple("heads", heads.head_class_map), (700, 800)),
+    Recipe("extra_head_scores", "checklist 11 (head scores)", ("heads",), _simple("heads", heads.head_score_scatter), (700, 600)),
+    Recipe("extra_profile_by_class", "Figs 4/11 by head class", ("profiles",), _simple("profiles", heads.profile_by_class), (1200, 500)),
+    Recipe("extra_apostrophe_search", "Fig 7 (head search)", ("apostrophe",), _simple("apostrophe", heads.apostrophe_scores), (1000, 500)),
+    *[_token_recipe(role, kind) for role in ROLES for kind in ("q", "k")],
+    _pattern_recipe("diag-last", "attention", "fig05a_attention_diagonal", "Fig 5(a), 15(c)"),
+    _pattern_recipe("prev", "attention", "fig05b_attention_previous", "Fig 5(b), 16(c)"),
+    _pattern_recipe("apostrophe", "attention", "fig07a_attention_apostrophe", "Fig 7(a), 17(c)"),
+    _pattern_recipe("apostrophe", "model_score", "fig12_logits_apostrophe", "Fig 12"),
+    Recipe("appE1_contributions_apostrophe", "App. E.1 (chunk contributions)", ("decompose", "apostrophe"), _contributions, (1000, 500)),
+    _cs_recipe("diag-first", "Table 3"),
+    _cs_recipe("diag-last", "Table 4"),
+    _cs_recipe("prev", "Table 5"),
+    Recipe("extra_ablation_loss", "checklist 20 (ablation)", ("ablation",), _simple("ablation", ablation.ablation_curves)),
+    Recipe("extra_ablation_heads", "checklist 20 (ablation)", ("ablation",), _simple("ablation", ablation.head_survival), (1100, 500)),
+]  # fmt: skip
+
+
+def register(recipe: Recipe) -> None:
+    """Add (or replace) a recipe."""
+    RECIPES[:] = [r for r in RECIPES if r.key != recipe.key] + [recipe]
