@@ -9,4 +9,8 @@ COMMANDS = [
     "rope_lens.commands.analyze",
     "rope_lens.commands.models",
     "rope_lens.commands.theory",
+    "rope_lens.commands.train",
+    "rope_lens.commands.table",
+    "rope_lens.commands.report",
+    "rope_lens.commands.figures",
 ]
