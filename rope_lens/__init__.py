@@ -19,7 +19,18 @@ from rope_lens.rope import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # Lens pulls in transformers and TransformerLens: import it only when asked for.
+    if name == "Lens":
+        from rope_lens.lens import Lens
+
+        return Lens
+    raise AttributeError(f"module 'rope_lens' has no attribute {name!r}")
+
+
 __all__ = [
+    "Lens",
     "RopeError",
     "RopeSpec",
     "chunk_norms",
