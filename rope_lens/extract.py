@@ -54,10 +54,10 @@ def hook_name(lm: LoadedModel, site: Site) -> str:
 
 def to_bphd(name: str, x: Tensor, n_heads: int) -> Float[Tensor, "batch pos head d_head"]:
     """Bring any q/k/v hook tensor to ``[batch, pos, head, d_head]``."""
-    if name.endswith("_normed"):  # the bridge fires these as [batch, head, pos, d_head]
-        return x.transpose(1, 2)
-    if x.dim() == 3:  # flat [batch, pos, head * d_head]
+    if x.dim() == 3:  # flat [batch, pos, head * d_head] (also OLMo-2-style pre-reshape QK-norm)
         return x.unflatten(-1, (n_heads, -1))
+    if name.endswith("_normed"):  # per-head QK-norm: the bridge fires [batch, head, pos, d_head]
+        return x.transpose(1, 2)
     return x
 
 

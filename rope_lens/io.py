@@ -57,6 +57,14 @@ def _atomic_write(path: Path, write) -> None:
             os.unlink(tmp)
 
 
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as JSON atomically: readers see the old file or the new one, never half."""
+    path = Path(path)
+    text = json.dumps(obj, indent=2, allow_nan=True, default=str)
+    _atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return path
+
+
 def save_table(df: pd.DataFrame, path: str | Path, meta: Mapping[str, Any]) -> Path:
     """Write ``df`` to ``path`` (.parquet) and ``meta`` (+ versions) beside it as .json."""
     path = Path(path).with_suffix(".parquet")
@@ -79,5 +87,8 @@ def load_table(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     except Exception as err:  # pyarrow raises many types for corrupt files
         raise CheckpointError(f"{path} is not a readable parquet file ({err}); rerun") from err
     side = path.with_suffix(".json")
-    meta = json.loads(side.read_text()) if side.exists() else {}
+    try:
+        meta = json.loads(side.read_text()) if side.exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{side} is not readable JSON ({err}); rerun the analysis") from err
     return df, meta

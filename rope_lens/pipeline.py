@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 
 
 def slug(name: str) -> str:
-    return Path(name.rstrip("/")).name.replace("/", "--") or "model"
+    """A folder name for a model name, hub id or path: its last component, never '.' or '..'."""
+    last = Path(name.rstrip("/")).name
+    return last if last not in ("", ".", "..") else "model"
 
 
 def run_analysis(args: argparse.Namespace) -> int:

@@ -228,7 +228,13 @@ def measure(
 
 
 def sweep_configs(
-    kind: str, sweep: str, n_chunks: int, layers: Sequence[int], heads, points: int
+    kind: str,
+    sweep: str,
+    n_chunks: int,
+    layers: Sequence[int],
+    heads,
+    points: int,
+    spare_first: bool = False,
 ) -> list[Ablation]:
     """Bands of the m lowest (``low``) / highest (``high``) chunks, m on ``points`` even steps
     up to all chunks (with ``both``, the all-chunks band is run once, labelled ``low``)."""
@@ -243,7 +249,9 @@ def sweep_configs(
             lo, hi = (n_chunks - m, n_chunks) if side == "low" else (0, m)
             if side == "high" and sweep == "both" and m == n_chunks:
                 continue
-            out.append(Ablation(kind, lo, hi, tuple(layers), heads, sweep=side))
+            out.append(
+                Ablation(kind, lo, hi, tuple(layers), heads, sweep=side, spare_first=spare_first)
+            )
     return out
 
 
@@ -323,9 +331,8 @@ def configs_from_options(lm: LoadedModel, layers: Sequence[int], options: dict) 
     sweep = options.get("sweep")
     configs = []
     if sweep not in (None, "", "none"):
-        configs += sweep_configs(
-            kind, sweep, n_chunks, layers, heads, int(options.get("sweep_points") or 8)
-        )
+        points = int(options.get("sweep_points") or 8)
+        configs += sweep_configs(kind, sweep, n_chunks, layers, heads, points, spare)
     band = parse_band(options.get("band"), n_chunks)
     if band is not None:
         configs.append(Ablation(kind, band[0], band[1], tuple(layers), heads, spare_first=spare))

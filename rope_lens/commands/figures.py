@@ -102,9 +102,12 @@ class Saver:
 
 
 def draw_results(folder: Path, out: Path, save: Saver, only, index: list[str]) -> None:
+    from rope_lens.pipeline import slug
     from rope_lens.viz.paper import RECIPES
 
     tables, model = load_inputs(folder)
+    # The sidecar's model may be a path (a trained run): one safe folder name, never a path.
+    name = slug(model)
     for recipe in RECIPES:
         if (only and recipe.key not in only) or not set(recipe.needs) <= set(tables):
             continue
@@ -113,8 +116,8 @@ def draw_results(folder: Path, out: Path, save: Saver, only, index: list[str]) -
         except (LookupError, ValueError) as err:  # e.g. no head of that class was found
             log.warning("skipping %s for %s: %s", recipe.key, model, err)
             continue
-        save(fig, out / model / recipe.key, recipe.size)
-        index.append(f"| {recipe.paper} | {model} | `{model}/{recipe.key}` |")
+        save(fig, out / name / recipe.key, recipe.size)
+        index.append(f"| {recipe.paper} | {model} | `{name}/{recipe.key}` |")
 
 
 def draw_runs(folder: Path, out: Path, save: Saver, index: list[str]) -> None:

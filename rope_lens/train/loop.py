@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from rope_lens.errors import CheckpointError, InputError
+from rope_lens.io import write_json
 from rope_lens.train import checkpoint as ckpt_io
 from rope_lens.train.config import RESUMABLE_CHANGES, TrainConfig
 from rope_lens.train.data import BatchSampler, pack, prepare_data
@@ -318,7 +319,8 @@ def train(
             **info,
             "wall_s": time.perf_counter() - t0,
         }
-        (run_dir / RESULTS).write_text(json.dumps(results, indent=2, allow_nan=True))
+        # Atomic: the grid treats an existing results.json as a finished cell.
+        write_json(run_dir / RESULTS, results)
     return TrainResult(run_dir, step, completed=True, final=final)
 
 

@@ -30,7 +30,13 @@ class MetricsLog:
     def rows(self) -> list[dict[str, Any]]:
         if not self.jsonl.is_file():
             return []
-        return [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
+        rows = []
+        for line in self.jsonl.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line torn by a kill mid-write: resume drops it
+                continue
+        return rows
 
     def truncate(self, step: int) -> None:
         """Keep only rows with ``step <= step`` (called when resuming from that step)."""

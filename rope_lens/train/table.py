@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from rope_lens.errors import RopeLensError
+from rope_lens.errors import CheckpointError, RopeLensError
 from rope_lens.train.config import TrainConfig
 from rope_lens.train.encodings import TABLE2_ENCODINGS, get_encoding
 
@@ -88,16 +88,31 @@ def run_grid(
         run; a rerun resumes or retries the failed ones).
     """
     from rope_lens.train.data import prepare_data
+    from rope_lens.train.loop import _check_resume
 
-    todo = [c for c in cells if not (c.run_dir(Path(out)) / "results.json").is_file()]
+    say = log or (lambda _m: None)
+    failed: list[str] = []
+    todo = []
+    for c in cells:
+        cfg = dataclasses.replace(base, dataset=c.dataset, encoding=c.encoding, seed=c.seed)
+        path = c.run_dir(Path(out)) / "results.json"
+        if not path.is_file():
+            todo.append(c)
+            continue
+        try:  # a finished cell counts only if it was trained with today's settings
+            saved = read_results(path).get("train_config")
+            if saved is None:
+                raise CheckpointError(f"{path} records no train_config; delete it to retrain")
+            _check_resume(saved, cfg, path)
+        except RopeLensError as err:
+            failed.append(f"{path.parent}: {err}")
+            say(f"FAILED {path.parent}: {err}")
     for dataset in sorted({c.dataset for c in todo}):  # build caches once, before any fork
         prepare_data(dataset, base.data_source, base.model.vocab_size, data_root)
     args = []
     for c in todo:
         cfg = dataclasses.replace(base, dataset=c.dataset, encoding=c.encoding, seed=c.seed)
         args.append((cfg.to_dict(), str(c.run_dir(Path(out))), str(data_root), threads))
-    say = log or (lambda _m: None)
-    failed: list[str] = []
     if jobs <= 1:
         for a in args:
             say(f"training {a[1]}")
@@ -121,6 +136,18 @@ def run_grid(
     return failed
 
 
+def read_results(path: Path) -> dict[str, Any]:
+    """A cell's ``results.json``, or a one-line CheckpointError if it cannot be read."""
+    try:
+        res = json.loads(path.read_text())
+        res["final"], res["step"]  # noqa: B018 (the keys we rely on)
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise CheckpointError(
+            f"{path} is unreadable ({type(err).__name__}); delete it to retrain that cell"
+        ) from None
+    return res
+
+
 def collect(cells: Sequence[Cell], out: str | Path) -> pd.DataFrame:
     """One row per finished cell: perplexity per split and length multiple (``ppl_valid@2x``)."""
     rows = []
@@ -128,7 +155,7 @@ def collect(cells: Sequence[Cell], out: str | Path) -> pd.DataFrame:
         path = c.run_dir(Path(out)) / "results.json"
         if not path.is_file():
             continue
-        res = json.loads(path.read_text())
+        res = read_results(path)
         row: dict[str, Any] = {
             "dataset": c.dataset,
             "encoding": c.encoding,

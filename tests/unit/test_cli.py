@@ -95,3 +95,29 @@ def test_models_listing(capsys):
     rows = {r["name"]: r for r in json.loads(out)}
     assert code == 0 and {"smollm2-135m", "gemma3-270m", "gemma-7b", "llama-3.1-8b"} <= set(rows)
     assert rows["gemma-7b"]["repo_id"] == "google/gemma-7b"
+
+
+def test_output_folder_names_never_escape():
+    """Model names become one folder name: a trained run's path or '..' cannot escape --out."""
+    from rope_lens.pipeline import slug
+
+    assert slug("/abs/runs/cpu-wiki-rope-s0/") == "cpu-wiki-rope-s0"
+    assert slug("HuggingFaceTB/SmolLM2-135M") == "SmolLM2-135M"
+    for bad in ("..", "../..", "a/..", ".", ""):
+        assert slug(bad) == "model"
+
+
+def test_corrupt_results_are_one_clear_error(tmp_path):
+    import pandas as pd
+
+    from rope_lens.errors import CheckpointError
+    from rope_lens.io import save_table
+
+    path = save_table(pd.DataFrame({"a": [1]}), tmp_path / "t.parquet", {"model": "m"})
+    assert load_table(path)[1]["model"] == "m"
+    path.with_suffix(".json").write_text('{"model": ')
+    with pytest.raises(CheckpointError, match="not readable JSON"):
+        load_table(path)
+    path.write_bytes(b"PAR1 torn")
+    with pytest.raises(CheckpointError, match="not a readable parquet"):
+        load_table(path)

@@ -102,6 +102,14 @@ def test_sweep_bands():
     assert len(both) == 15  # the all-chunks band is shared by both sides
 
 
+def test_spare_bos_reaches_every_sweep_point(tiny_lm):
+    """--spare-bos with --sweep must not be dropped silently."""
+    lm = tiny_lm("llama")
+    options = {"sweep": "both", "sweep_points": 2, "ablation": "mean", "spare_bos": True}
+    configs = ablation.configs_from_options(lm, [0], options)
+    assert len(configs) > 1 and all(c.spare_first for c in configs)
+
+
 def test_memory_is_bounded_by_construction(tiny_lm):
     """Accumulators have the same shapes after 1 and after 3 batches (nothing is kept per batch)."""
     lm = tiny_lm("llama")

@@ -91,3 +91,17 @@ def test_qk_norm_pre_vector_is_the_normed_one(tiny_lm):
     rot = capture(lm, batch, [Site(0, "q", "rot")])[Site(0, "q", "rot")]
     wrong = rope.rotate(raw_q["q"].double(), batch.positions, lm.rope.layer_specs[0])
     assert (wrong - rot.double()).abs().max() > 1e-2
+
+
+def test_hook_tensors_of_every_layout_become_batch_pos_head_dim():
+    """Per-head QK-norm hooks fire [b, head, pos, d]; OLMo-2-style norms (before the head
+    reshape) and plain projections fire flat [b, pos, head * d]: all land in [b, pos, head, d]."""
+    from rope_lens.extract import to_bphd
+
+    b, pos, heads, d = 2, 5, 3, 4
+    x = torch.arange(b * pos * heads * d, dtype=torch.float32).reshape(b, pos, heads, d)
+    flat = x.flatten(-2)
+    assert torch.equal(to_bphd("blocks.0.attn.hook_q", flat, heads), x)
+    assert torch.equal(to_bphd("blocks.0.attn.hook_q_normed", flat, heads), x)
+    assert torch.equal(to_bphd("blocks.0.attn.hook_k_normed", x.transpose(1, 2), heads), x)
+    assert torch.equal(to_bphd("blocks.0.attn.hook_rot_q", x, heads), x)

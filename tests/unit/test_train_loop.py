@@ -221,3 +221,17 @@ class TestAnalysisLoader:
             torch.testing.assert_close(
                 loaded.hf_model(input_ids=ids).logits, trained(input_ids=ids).logits
             )
+
+
+def test_metrics_log_survives_a_torn_last_line(tmp_path):
+    """A kill mid-write leaves half a JSON line: resuming drops it instead of crashing."""
+    from rope_lens.train.metrics import MetricsLog
+
+    log = MetricsLog(tmp_path)
+    log.log("train", step=1, loss=2.0)
+    log.log("train", step=2, loss=1.5)
+    with log.jsonl.open("a") as f:
+        f.write('{"kind": "train", "step": 3, "lo')
+    assert [r["step"] for r in log.rows()] == [1, 2]
+    log.truncate(1)
+    assert [r["step"] for r in log.rows()] == [1]

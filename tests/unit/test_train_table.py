@@ -139,3 +139,30 @@ class TestTable:
         from rope_lens.commands import table as cmd
 
         assert cmd.run(_parse(cmd, ["--collect-only", "--out", str(tmp_path)])) == 1
+
+
+class TestFinishedCells:
+    def test_unreadable_results_is_one_clear_error(self, tmp_path):
+        from rope_lens.errors import CheckpointError
+        from rope_lens.train import table
+
+        cells = _fake_runs(tmp_path)
+        (cells[0].run_dir(tmp_path) / "results.json").write_text('{"step": 5, "fin')  # torn
+        with pytest.raises(CheckpointError, match="unreadable.*delete it"):
+            table.collect(cells, tmp_path)
+
+    def test_finished_cell_from_other_settings_is_not_reused(self, tmp_path):
+        """A results.json trained with other settings must not pass as today's cell."""
+        from rope_lens.train import table
+        from rope_lens.train.config import override
+
+        base = override(CPU, ["steps=7"])
+        (cell,) = table.grid(["wiki"], ["rope"], [0])
+        d = cell.run_dir(tmp_path)
+        d.mkdir(parents=True)
+        old = override(CPU, ["steps=5"]).to_dict() | {"encoding": "rope", "seed": 0}
+        final = {"valid@1x": {"loss": 1.0, "ppl": 2.7, "tokens": 10, "seq_len": 4}}
+        results = {"step": 5, "final": final, "train_config": old}
+        (d / "results.json").write_text(json.dumps(results))
+        failed = table.run_grid(base, [cell], tmp_path, data_root=tmp_path / "cache")
+        assert len(failed) == 1 and "steps" in failed[0] and "different run" in failed[0]
