@@ -124,12 +124,14 @@ def evaluate_splits(
     for split in splits:
         if split not in streams or streams[split].numel() < 2:
             continue
+        # ...and to what the split holds, so a short split is not cut differently per length.
+        usable = min(n_tokens, streams[split].numel() // longest * longest)
         for k in multiples:
             out[f"{split}@{k}x"] = perplexity(
                 model,
                 streams[split],
                 seq_len * k,
-                n_tokens,
+                usable,
                 micro_batch_tokens=micro_batch_tokens,
                 accelerator=accelerator,
             )

@@ -115,3 +115,15 @@ class TestEvaluation:
         assert n == 18
         with torch.no_grad():
             torch.testing.assert_close(nll / n, model(input_ids=ids, labels=ids).loss)
+
+    def test_every_length_reads_the_same_tokens_of_a_short_split(self):
+        """Length generalisation compares lengths on one text: a split shorter than the budget
+        is cut to whole sequences of the longest length, at every length."""
+        from rope_lens.train.evaluate import evaluate_splits
+
+        model = _build("rope")
+        stream = torch.randint(3, 64, (150,))  # budget 1000 > split; 150 is not a multiple of 32
+        out = evaluate_splits(model, {"valid": stream}, 8, 1000, (1, 2, 4), micro_batch_tokens=64)
+        # n sequences of length L over T tokens predict T - n tokens: T = 128 at every length.
+        seen = {k: r["tokens"] + 128 // r["seq_len"] for k, r in out.items()}
+        assert seen == {"valid@1x": 128, "valid@2x": 128, "valid@4x": 128}
