@@ -36,6 +36,13 @@ def spectrum_stats(norms: np.ndarray, freq: np.ndarray) -> dict[str, float]:
     """Where a spectrum's norm sits, over rotating chunks (``freq > 0``; chunk 0 highest)."""
     rot = freq > 0
     n_rot = int(rot.sum())
+    if n_rot == 0:  # NoPE: no frequency to speak of (NaN, not a misleading 0)
+        return {
+            "mean_log10_freq": np.nan,
+            "high_share": np.nan,
+            "low_share": np.nan,
+            "peak_chunk": -1,
+        }
     x, f = norms[rot], freq[rot]
     total = float(x.sum()) or 1.0
     quarter = max(1, n_rot // 4)
@@ -43,7 +50,7 @@ def spectrum_stats(norms: np.ndarray, freq: np.ndarray) -> dict[str, float]:
         "mean_log10_freq": float((x * np.log10(f)).sum() / total),
         "high_share": float(x[:quarter].sum() / total),
         "low_share": float(x[-quarter:].sum() / total),
-        "peak_chunk": int(np.argmax(norms)),
+        "peak_chunk": int(np.flatnonzero(rot)[np.argmax(x)]),  # a rotating chunk's index
     }
 
 

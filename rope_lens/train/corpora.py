@@ -132,6 +132,8 @@ def _read_jsonl(path: Path) -> list[str]:
             row = json.loads(line)
         except json.JSONDecodeError as err:
             raise InputError(f"{path}:{n}: not JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
         if "text" in row:
             docs.append(str(row["text"]))
         elif "input" in row:

@@ -105,7 +105,7 @@ def load_trained(path: str | Path, *, device: str = "cpu", dtype: torch.dtype | 
         raise CheckpointError(f"{path} is not a checkpoint folder (no config.json)")
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype or torch.float32, attn_implementation="sdpa"
+            path, dtype=dtype or torch.float32, attn_implementation="sdpa", use_safetensors=True
         )
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, RuntimeError) as err:

@@ -23,6 +23,11 @@ def test_unrotated_chunks_are_left_out():
     freq = np.array([1.0, 0.1, 0.01, 0.001, 0.0, 0.0])
     s = profiles.spectrum_stats(np.array([1.0, 1.0, 1.0, 1.0, 50.0, 50.0]), freq)
     assert s["high_share"] == pytest.approx(0.25) and s["mean_log10_freq"] == pytest.approx(-1.5)
+    assert s["peak_chunk"] == 0  # the big unrotated chunks 4, 5 are not a frequency's peak
+    reversed_ = profiles.spectrum_stats(np.array([50.0, 1.0, 3.0]), np.array([0.0, 0.1, 0.01]))
+    assert reversed_["peak_chunk"] == 2
+    nope = profiles.spectrum_stats(np.ones(4), np.zeros(4))
+    assert np.isnan(nope["high_share"]) and nope["peak_chunk"] == -1
 
 
 def test_join_matches_band_norms_and_broadcasts_kv(tiny_lm):
