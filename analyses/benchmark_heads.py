@@ -30,40 +30,20 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench_common import packed_sequences, rss_kb, timed  # noqa: E402 (same folder)
+
 CONFIGS = ("hf_eager", "hf_attentions", "rope_lens")
 MARK = 8  # memory is also read after this many batches
-
-
-def _rss_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1])
-    return 0
-
-
-def _timed(batch_iter, marks: set[int], record: dict):
-    """Yield batches; when batch ``k`` in ``marks`` is requested, batches 0..k-1 are done, so
-    record the elapsed time and the peak RSS so far under key ``k`` (and at the end)."""
-    t0 = time.perf_counter()
-    n = 0
-    for b in batch_iter:
-        if n in marks:
-            record[n] = (time.perf_counter() - t0, _rss_kb("VmHWM"))
-        yield b
-        n += 1
-    record[n] = (time.perf_counter() - t0, _rss_kb("VmHWM"))
 
 
 def worker(config: str, model: str, n_seqs: int, seq_len: int, threads: int) -> None:
     """Run one configuration once over ``n_seqs`` one-sequence batches (after a warm-up
     batch); print a JSON line with time and extra peak memory after MARK and all batches."""
     import torch
-    from benchmark_band_norms import packed_sequences  # same folder as this script
     from transformers import AutoModelForCausalLM
 
     from rope_lens import inputs
@@ -101,9 +81,9 @@ def worker(config: str, model: str, n_seqs: int, seq_len: int, threads: int) -> 
 
     once(inputs.batches(seqs[:1], 1, pad, True))  # warm-up: allocator, kernels, lazy imports
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS counter
-    base = _rss_kb("VmRSS")
+    base = rss_kb("VmRSS")
     record: dict[int, tuple[float, int]] = {}
-    once(_timed(inputs.batches(seqs, 1, pad, True), {MARK}, record))
+    once(timed(inputs.batches(seqs, 1, pad, True), {MARK}, record))
     print(
         json.dumps(
             {
@@ -191,6 +171,10 @@ def main() -> None:
     p.add_argument("--report-only", action="store_true", help="reprint the section from --json")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.seqs <= MARK and not (args.worker or args.report_only):
+        p.error(
+            f"--seqs must exceed {MARK}: memory is compared after {MARK} batches and at the end"
+        )
     if args.report_only:
         print(report(json.loads(Path(args.json).read_text())))
         return
