@@ -120,10 +120,13 @@ def attention_views(t: Tables) -> list[Attention]:
         n = int(sub["query_pos"].max()) + 1
         pattern = np.zeros((1, n, n))
         pattern[0, sub["query_pos"], sub["key_pos"]] = sub["attention"]
-        toks = sub.drop_duplicates("query_pos").sort_values("query_pos")["query_token"]
-        views.append(
-            Attention(list(toks), pattern, [f"L{layer}H{head}"], f"{role}: L{layer}H{head}")
+        # Label every position 0..n-1 (decompose may cover only some queries): token text from
+        # whichever side of a pair saw that position.
+        text = dict(zip(sub["key_pos"], sub["key_token"])) | dict(
+            zip(sub["query_pos"], sub["query_token"])
         )
+        toks = [str(text.get(i, "")) for i in range(n)]
+        views.append(Attention(toks, pattern, [f"L{layer}H{head}"], f"{role}: L{layer}H{head}"))
     return views
 
 

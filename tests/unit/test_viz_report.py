@@ -97,3 +97,20 @@ def test_report_command_on_a_folder_without_tables(tmp_path):
     save_table(pd.DataFrame({"something": [1, 2]}), tmp_path / "other", {})
     with pytest.raises(InputError, match="no results table"):
         report_cmd.run(_args(target=str(tmp_path)))
+
+
+def test_attention_view_labels_every_position_when_only_some_queries_were_decomposed():
+    """decompose --query-pos 3,5 gives rows for two queries; the view is still 6 x 6 and each
+    row and column carries its own token."""
+    from rope_lens.viz.sections import attention_views
+    from tests.viz_frames import decompose_frame, heads_frame
+
+    toks = ["<bos>", "It", "'s", " a", " truth", " universally"]
+    dec = decompose_frame(toks)
+    dec = dec[dec.query_pos.isin([3, 5])]
+    views = attention_views({"heads": heads_frame(), "decompose": dec})
+    assert views, "no view drawn"
+    for view in views:
+        assert view.tokens == toks
+        assert view.patterns.shape == (1, 6, 6)
+        assert view.patterns[0, 4].sum() == 0 and view.patterns[0, 5].sum() == pytest.approx(1)
