@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from rope_lens.errors import CheckpointError
-from rope_lens.rope import RopeSpec, spec_from_rope_parameters
+from rope_lens.rope import RopeError, RopeSpec, spec_from_rope_parameters
 from rope_lens.types import Pairing
 
 # Architectures whose HF implementation pairs adjacent dims (2k, 2k+1). Everything else in
@@ -73,6 +73,13 @@ def pairing_for(config: Any) -> Pairing:
 def rope_layout(config: Any, has_qk_norm: bool) -> RopeLayout:
     """Per-layer RopeSpecs from an HF config (text config for multimodal models)."""
     cfg = _text_config(config)
+    if getattr(cfg, "qk_norm_after_rope", False):
+        # HunYuan-style: the norm follows the rotation, so the "_normed" hook would hand us
+        # rotated vectors as if they were the pre-rotation ones. Refuse rather than mislabel.
+        raise RopeError(
+            f"{cfg.model_type}: QK-norm after RoPE is not supported (its pre-rotation vectors "
+            "are not exposed by the bridge's hooks)"
+        )
     if hasattr(cfg, "standardize_rope_params"):
         cfg.standardize_rope_params()
     n_layers = int(cfg.num_hidden_layers)

@@ -61,3 +61,14 @@ def test_llama_31_8b_llama3_scaling():
     assert plain_40 == pytest.approx(2.7e-4, rel=0.02)
     assert freq[40].item() == pytest.approx(plain_40 / 8, rel=1e-6)
     assert 2 * math.pi / freq[-1].item() > 1e6  # slowest chunk: over a million tokens per turn
+
+
+def test_qk_norm_after_rope_is_refused():
+    """HunYuan-style configs norm *after* rotation: the "_normed" hook would be post-rotation."""
+    from rope_lens.rope import RopeError
+
+    cfg = LlamaConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2)
+    assert rope_layout(cfg, has_qk_norm=False).layer_specs[0].head_dim == 16
+    cfg.qk_norm_after_rope = True
+    with pytest.raises(RopeError, match="after RoPE is not supported"):
+        rope_layout(cfg, has_qk_norm=True)
