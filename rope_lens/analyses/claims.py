@@ -126,11 +126,17 @@ def edge_layers_high(ph: pd.DataFrame) -> Verdict:
 
 def _delta(losses: pd.DataFrame, kind: str, lo: int, hi: int, spare: bool = False) -> float:
     spared = losses.spare_first if "spare_first" in losses else False
+    # The verdicts speak of a band ablated in every layer and head: other scopes don't count.
+    everywhere = True
+    for col in ("ablated_layers", "ablated_heads"):
+        if col in losses:
+            everywhere = everywhere & (losses[col] == "all")
     row = losses[
         (losses.ablation == kind)
         & (losses.band_lo == lo)
         & (losses.band_hi == hi)
         & (spared == spare)
+        & everywhere
     ]
     return float(row.delta_loss.iloc[0]) if len(row) else float("nan")
 

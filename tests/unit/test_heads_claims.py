@@ -70,6 +70,10 @@ def test_ablation_claims_use_the_thresholds():
     assert claims.truncation_harmless(bad, n).verdict == "contradicted"
     assert claims.semantic_low_bands(bad, n).verdict == "contradicted"
     assert claims.truncation_harmless(ok.iloc[1:], n).verdict == "unclear"  # not run
+    # A band ablated in one layer only says nothing about "every layer": not evidence.
+    one_layer = ok.assign(ablated_layers="3", ablated_heads="all")
+    assert claims.truncation_harmless(one_layer, n).verdict == "unclear"
+    assert claims.truncation_harmless(ok.assign(ablated_layers="all"), n).verdict == "confirmed"
 
 
 def test_apostrophe_head_found_or_not():
