@@ -15,17 +15,21 @@ from rope_lens.inputs import Batch
 from rope_lens.models.load import LoadedModel
 
 
-def check_head(lm: LoadedModel, head: int | None) -> int | None:
+def check_head(lm: LoadedModel, head: int | str | None) -> int | None:
     """A query-head index (negative counts from the end); None stays None ("all heads")."""
     if head is None:
         return None
+    try:  # the Python API may hand us "2" where the CLI already parsed an int
+        head = int(head)
+    except (TypeError, ValueError):
+        raise InputError(f"head must be an integer, got {head!r}") from None
     idx = head + lm.n_heads if head < 0 else head
     if not 0 <= idx < lm.n_heads:
         raise InputError(f"head {head} is out of range: {lm.name} has heads 0..{lm.n_heads - 1}")
     return idx
 
 
-def heads_or_all(lm: LoadedModel, head: int | None) -> list[int]:
+def heads_or_all(lm: LoadedModel, head: int | str | None) -> list[int]:
     head = check_head(lm, head)
     return list(range(lm.n_heads)) if head is None else [head]
 

@@ -44,6 +44,7 @@ def test_negative_layers_and_options_reach_the_analysis(lens):
         (lambda lz: lz.run("band-norm", prompts=["", "  "]), "no non-empty prompts"),
         (lambda lz: lz.run("band-norm", prompts=TEXTS, layers=[99]), "out of range"),
         (lambda lz: lz.run("per-token", prompts=TEXTS, head=99), "head"),
+        (lambda lz: lz.run("per-token", prompts=TEXTS, head="first"), "head must be an integer"),
     ],
 )
 def test_bad_input_is_one_clear_error(lens, call, message):
