@@ -91,67 +91,116 @@ class Reducer(Protocol):
     ) -> None: ...
 
 
+# A hook body: receives the activation and the current batch; returning a tensor replaces it.
+HookFn = Callable[[Tensor, Batch], Tensor | None]
+
+
+def batch_to(batch: Batch, device: torch.device) -> Batch:
+    return Batch(
+        batch.input_ids.to(device),
+        batch.attention_mask.to(device),
+        batch.positions.to(device),
+        batch.count_mask.to(device),
+    )
+
+
+def reducer_hooks(lm: LoadedModel, reducers: Sequence[Reducer]) -> list[tuple[str, HookFn]]:
+    """Hooks that hand each reducer its sites' vectors as fp32 ``[batch, pos, head, d_head]``
+    (reductions always in fp32, whatever the model's dtype)."""
+    out = []
+    for reducer in reducers:
+        for site in reducer.sites:
+            name = hook_name(lm, site)
+
+            def fn(x: Tensor, batch: Batch, reducer=reducer, site=site, name=name) -> None:
+                reducer.update(
+                    site, to_bphd(name, x.detach(), heads_of(lm, site.kind)).float(), batch
+                )
+
+            out.append((name, fn))
+    return out
+
+
+def run_batches(
+    lm: LoadedModel,
+    batch_iter: Iterable[Batch],
+    hooks: Sequence[tuple[str, HookFn]],
+    on_logits: Callable[[Float[Tensor, "batch pos vocab"], Batch], None] | None = None,
+    last_layer: int | None = None,
+    total: int | None = None,
+    progress: bool = True,
+    desc: str | None = None,
+    skip: int = 0,
+    after_batch: Callable[[int], None] | None = None,
+) -> None:
+    """Run every batch once with ``hooks``; hand the logits to ``on_logits`` when given.
+
+    Args:
+        hooks: ``(hook name, fn(activation, batch))``; several fns may share a name and run in
+            order (a replacement made by one is seen by the next hook point, not by them).
+        on_logits: called with each batch's logits; without it the unembedding is skipped and
+            blocks after ``last_layer`` are not computed.
+        last_layer: the deepest layer any hook reads (default: the last layer).
+        skip: batches at the start to pass over (already reduced by a resumed run).
+        after_batch: called with the count of finished batches after each one (checkpoints).
+    """
+    current: dict[str, Batch] = {}
+
+    def wrap(fn: HookFn):
+        def hook(x: Tensor, hook=None) -> Tensor | None:
+            return fn(x, current["batch"])
+
+        return hook
+
+    fwd_hooks = [(name, wrap(fn)) for name, fn in hooks]
+    if on_logits is None:
+        stop = lm.n_layers if last_layer is None else min(last_layer + 1, lm.n_layers)
+    else:
+        stop = None
+    bar = tqdm(batch_iter, total=total, disable=not progress, unit="batch", desc=desc or lm.name)
+    with torch.inference_mode():
+        for index, batch in enumerate(bar):
+            if index < skip:
+                continue
+            current["batch"] = batch_to(batch, lm.device)
+            out = lm.bridge.run_with_hooks(
+                current["batch"].input_ids,
+                fwd_hooks=fwd_hooks,
+                attention_mask=current["batch"].attention_mask,
+                stop_at_layer=stop,
+                return_type="logits" if stop is None else None,
+            )
+            if on_logits is not None:
+                on_logits(out, current["batch"])
+            if after_batch is not None:
+                after_batch(index + 1)
+
+
 def stream(
     lm: LoadedModel,
     batch_iter: Iterable[Batch],
     reducers: Sequence[Reducer],
     total: int | None = None,
     progress: bool = True,
-    need_logits: bool = False,
     skip: int = 0,
     after_batch: Callable[[int], None] | None = None,
 ) -> None:
-    """Run every batch once, feeding the reducers from inside the hooks.
-
-    Args:
-        skip: batches at the start to pass over (already reduced by a resumed run).
-        after_batch: called with the count of finished batches after each one (checkpoints).
-    """
-    by_name: dict[str, list[tuple[Reducer, Site]]] = {}
-    for reducer in reducers:
-        for site in reducer.sites:
-            by_name.setdefault(hook_name(lm, site), []).append((reducer, site))
-    if not by_name:
+    """Run every batch once, feeding the reducers from inside the hooks; layers after the
+    last one a reducer reads are never computed. ``skip`` / ``after_batch`` as in
+    :func:`run_batches`."""
+    hooks = reducer_hooks(lm, reducers)
+    if not hooks:
         raise InputError("nothing to extract: no layers/sites selected")
     last_layer = max(site.layer for r in reducers for site in r.sites)
-    current: dict[str, Batch] = {}
-
-    def make_hook(name: str, targets: list[tuple[Reducer, Site]]):
-        def hook(x: Tensor, hook=None) -> None:
-            batch = current["batch"]
-            n = heads_of(lm, targets[0][1].kind)
-            vectors = to_bphd(name, x.detach(), n).float()  # reductions always in fp32
-            for reducer, site in targets:
-                reducer.update(site, vectors, batch)
-
-        return hook
-
-    hooks = [(name, make_hook(name, targets)) for name, targets in by_name.items()]
-    stop = None if need_logits or last_layer + 1 >= lm.n_layers else last_layer + 1
-    bar = tqdm(batch_iter, total=total, disable=not progress, unit="batch", desc=lm.name)
-    with torch.inference_mode():
-        for index, batch in enumerate(bar):
-            if index < skip:
-                continue
-            current["batch"] = _to(batch, lm)
-            lm.bridge.run_with_hooks(
-                current["batch"].input_ids,
-                fwd_hooks=hooks,
-                attention_mask=current["batch"].attention_mask,
-                stop_at_layer=stop,
-                return_type=None if stop is not None else "logits",
-            )
-            if after_batch is not None:
-                after_batch(index + 1)
-
-
-def _to(batch: Batch, lm: LoadedModel) -> Batch:
-    dev = lm.device
-    return Batch(
-        batch.input_ids.to(dev),
-        batch.attention_mask.to(dev),
-        batch.positions.to(dev),
-        batch.count_mask.to(dev),
+    run_batches(
+        lm,
+        batch_iter,
+        hooks,
+        last_layer=last_layer,
+        total=total,
+        progress=progress,
+        skip=skip,
+        after_batch=after_batch,
     )
 
 

@@ -42,10 +42,18 @@ from torch import Tensor
 
 from rope_lens.analyses import heads as head_scores
 from rope_lens.analyses.head_options import check_head, parse_band
-from rope_lens.attention import HookFn, model_scaling, reducer_hooks, run_batches, scores_hook
+from rope_lens.attention import model_scaling, scores_hook
 from rope_lens.attention import softcap as model_softcap
 from rope_lens.errors import InputError
-from rope_lens.extract import Site, heads_of, hook_name, to_bphd
+from rope_lens.extract import (
+    HookFn,
+    Site,
+    heads_of,
+    hook_name,
+    reducer_hooks,
+    run_batches,
+    to_bphd,
+)
 from rope_lens.inputs import Batch
 from rope_lens.models.load import LoadedModel
 from rope_lens.rope import chunk_dims, rotate

@@ -24,8 +24,9 @@ import pandas as pd
 import torch
 
 from rope_lens.analyses.heads import THRESHOLD
-from rope_lens.attention import HookFn, pattern_hook, run_batches
+from rope_lens.attention import pattern_hook
 from rope_lens.errors import InputError
+from rope_lens.extract import HookFn, run_batches
 from rope_lens.inputs import Batch
 from rope_lens.models.load import LoadedModel
 

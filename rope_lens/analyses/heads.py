@@ -34,7 +34,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from rope_lens.attention import HookFn, pattern_hook, run_batches
+from rope_lens.attention import pattern_hook
+from rope_lens.extract import HookFn, run_batches
 from rope_lens.inputs import Batch
 from rope_lens.models.load import LoadedModel
 

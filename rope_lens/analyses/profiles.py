@@ -26,7 +26,7 @@ import pandas as pd
 
 from rope_lens.analyses import heads
 from rope_lens.analyses.band_norms import BandNormReducer
-from rope_lens.attention import reducer_hooks, run_batches
+from rope_lens.extract import reducer_hooks, run_batches
 from rope_lens.models.load import LoadedModel
 
 STATS = ("mean_log10_freq", "high_share", "low_share", "peak_chunk")

@@ -117,7 +117,7 @@ def test_memory_is_bounded_by_construction(tiny_lm):
     for n_texts in (1, 3):
         red = heads.HeadScoreReducer(lm, [0, 1])
         mean = ablation.MeanReducer(lm, [0, 1])
-        from rope_lens.attention import reducer_hooks, run_batches
+        from rope_lens.extract import reducer_hooks, run_batches
 
         batches = make_batches(lm, batch_size=1)
         run_batches(
