@@ -35,7 +35,7 @@ from rope_lens.analyses import (  # noqa: E402
     profiles,
 )
 from rope_lens.analyses.band_norms import BandNormReducer  # noqa: E402
-from rope_lens.attention import reducer_hooks, run_batches  # noqa: E402
+from rope_lens.extract import reducer_hooks, run_batches  # noqa: E402
 
 PROMPT = "I'm sure it's the book you'd like to read, isn't it? We'll see."
 FRACTIONS = (1 / 8, 1 / 4, 1 / 2, 3 / 4, 1.0)
