@@ -53,10 +53,15 @@ def test_bad_input_is_one_clear_error(lens, call, message):
 
 
 def test_import_stays_light():
-    """``import rope_lens`` must not pull transformers (the CLI's --help starts instantly)."""
+    """``import rope_lens`` must not pull torch or transformers (the CLI's --help starts
+    instantly); the lazy names still resolve."""
     import subprocess
     import sys
 
-    code = "import sys, rope_lens; print('transformers' in sys.modules)"
+    code = (
+        "import sys, rope_lens, rope_lens.cli; "
+        "print('transformers' in sys.modules, 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "False False"
+    assert rope_lens.RopeSpec.__module__ == "rope_lens.rope" and rope_lens.Lens.__name__ == "Lens"
