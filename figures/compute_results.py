@@ -33,12 +33,19 @@ ONE_PROMPT = ("per-token", "decompose")
 ABLATION = ["--analysis", "ablation", "--sweep", "both", "--sweep-points", "4"]
 
 
+_LOADED: dict[str, object] = {}  # model name -> LoadedModel, so each model loads once
+
+
 def run_one(model: str, out: Path, extra: list[str]) -> None:
+    from rope_lens.models import load_model
+
     parser = argparse.ArgumentParser()
     analyze.add_arguments(parser)
     args = parser.parse_args(["--model", model, "--out", str(out), "--no-progress", *extra])
     args.command = "analyze"  # as the CLI records it in the sidecar
-    run_analysis(args)
+    if model not in _LOADED:
+        _LOADED[model] = load_model(model, device=args.device, dtype=args.dtype)
+    run_analysis(args, _LOADED[model])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,9 @@ def slug(name: str) -> str:
     return last if last not in ("", ".", "..") else "model"
 
 
-def run_analysis(args: argparse.Namespace) -> int:
+def run_analysis(args: argparse.Namespace, lm=None) -> int:
+    """``lm``: an already loaded model for ``args.model`` (several analyses in one process
+    load it once; its device and dtype win over ``args``)."""
     from rope_lens import inputs, io
     from rope_lens.analyses import ANALYSES
     from rope_lens.commands.analyze import parse_layers
@@ -36,13 +38,14 @@ def run_analysis(args: argparse.Namespace) -> int:
     start = time.time()
     texts = inputs.load_texts(args.prompts, args.limit)  # fail fast, before loading a model
     layer_request = parse_layers(args.layers)
-    lm = load_model(
-        args.model,
-        device=args.device,
-        dtype=args.dtype,
-        revision=args.revision,
-        trust_remote_code=args.trust_remote_code,
-    )
+    if lm is None:
+        lm = load_model(
+            args.model,
+            device=args.device,
+            dtype=args.dtype,
+            revision=args.revision,
+            trust_remote_code=args.trust_remote_code,
+        )
     layers = check_layers(lm, layer_request)
     window = min(args.max_len, lm.max_context)
     if args.max_len > lm.max_context:

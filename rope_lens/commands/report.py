@@ -84,6 +84,7 @@ def _run_missing(model: str, folder: Path, names: list[str], extra: list[str], f
     from rope_lens.errors import RopeLensError
     from rope_lens.pipeline import run_analysis
 
+    lm = None  # loaded by the first analysis that runs, then shared by the others
     # Corpus analyses first: the one-prompt ones need the head scores to pick their layers.
     for name in sorted(names, key=lambda n: n in ONE_PROMPT):
         table = folder / f"{name.replace('-', '_')}.parquet"
@@ -106,7 +107,17 @@ def _run_missing(model: str, folder: Path, names: list[str], extra: list[str], f
         args = parser.parse_args(argv + (["--force"] if force else []) + list(extra) + own)
         args.command = "analyze"  # as the CLI records it, so the up-to-date check matches
         try:
-            run_analysis(args)
+            if lm is None:
+                from rope_lens.models import load_model
+
+                lm = load_model(
+                    model,
+                    device=args.device,
+                    dtype=args.dtype,
+                    revision=args.revision,
+                    trust_remote_code=args.trust_remote_code,
+                )
+            run_analysis(args, lm)
         except RopeLensError as err:  # e.g. no apostrophe in the prompts: report the rest
             log.warning("skipping %s: %s", name, err)
 
