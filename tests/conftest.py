@@ -31,3 +31,15 @@ def tiny_lm(tiny_dirs):
         return cache[arch]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny-tensor tests (no oversubscription on a shared
+    2-core machine). Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

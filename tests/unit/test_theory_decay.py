@@ -18,14 +18,7 @@ from rope_lens.theory import (
     relative_logits,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids oversubscription on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +49,7 @@ class TestFig2:
         """The smooth Fig 2a curve is the d -> inf limit; d=512 stays within 0.1 of it."""
         a, lim = _curve(fig2, "constant", "d=512"), _curve(fig2, "constant", "d→∞")
         assert np.abs(a - lim)[100:].max() < 0.1
-        # The values PAPER.md §2 reads off Fig 2a (≈0.19, 0.11, 0.06-0.07, 0.02-0.03).
+        # The values read off the paper's Fig 2a (≈0.19, 0.11, 0.06-0.07, 0.02-0.03).
         for r, expected in [(1000, 0.19), (2000, 0.11), (3000, 0.07), (5000, 0.02)]:
             assert lim[r] == pytest.approx(expected, abs=0.015)
 

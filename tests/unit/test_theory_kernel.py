@@ -7,18 +7,11 @@ from rope_lens.rope import rotate
 from rope_lens.theory import encoding_spec, relative_logits, sequence_logits
 from rope_lens.theory.kernel import relative_rotation
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids oversubscription on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 class TestEncodingSpecs:
-    """NoPE, RoPE and p-RoPE are p-RoPE with p = 0, 1 and p (PAPER.md §4)."""
+    """NoPE, RoPE and p-RoPE are p-RoPE with p = 0, 1 and p (the paper's §6.1, App. D)."""
 
     def test_frequency_sets(self):
         nope = encoding_spec("nope", 64).frequencies()

@@ -2,18 +2,10 @@
 
 import numpy as np
 import pytest
-import torch
 
 from rope_lens.theory import adversarial_search, encoding_spec, random_weight_search
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids oversubscription on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 class TestRandomHeads:

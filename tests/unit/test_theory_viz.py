@@ -6,21 +6,13 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 import pytest
-import torch
 
 from rope_lens import theory as T
 from rope_lens.commands import theory as command
 from rope_lens.errors import InputError
 from rope_lens.viz import theory as V
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids oversubscription on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 class TestFigures:
