@@ -1,6 +1,6 @@
 """The paper's theory, checked numerically: every result is a function returning a DataFrame.
 
-One module per result (PAPER.md §2-§3): ``decay`` (Figs 2, 8, 9), ``gaussian`` (Prop 3.2),
+One module per result of the paper (Barbero et al., ICLR 2025): ``decay`` (Figs 2, 8, 9), ``gaussian`` (Prop 3.2),
 ``constructions`` (Prop 3.1, Thm 5.3), ``required_norm`` (Thm 5.3's norm per frequency band),
 ``nope`` (Prop 5.2), ``long_context`` (Thm 6.1) and ``table1`` (Table 1). All of it is pure
 torch/pandas on top of :mod:`rope_lens.rope`; figures live in :mod:`rope_lens.viz.theory`.

@@ -8,7 +8,7 @@ query/key models:
 - ``"gaussian"``: a fresh q, k ~ N(0, I) for every distance (Fig 2b, confirmed in App. B.4).
 - ``"constant_gaussian"``: one q and one k ~ N(0, I), repeated (Fig 9).
 
-The paper does not state d or the normalisation (PAPER.md §2, Fig 2). The 1/d option makes the
+The paper does not state d or the normalisation (Fig 2, §3). The 1/d option makes the
 constant curve start at exactly 1; for large d it approaches the d -> infinity limit
 ``int_0^1 cos(r theta^-x) dx`` computed by :func:`decay_limit`.
 """

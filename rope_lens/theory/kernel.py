@@ -7,7 +7,7 @@ Everything in ``rope_lens.theory`` is built on one identity (paper Eq. 3): a que
 
 Frequencies and chunk layout come from :mod:`rope_lens.rope`, so "chunk k" means the same thing
 here as in the model analyses. NoPE, RoPE and p-RoPE are all p-RoPE with p = 0, 1 and p
-(PAPER.md §4), i.e. one frequency table in which NoPE chunks simply have frequency 0.
+(the paper's p-RoPE, §6.1 and App. D), i.e. one frequency table in which NoPE chunks simply have frequency 0.
 """
 
 from __future__ import annotations

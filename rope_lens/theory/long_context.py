@@ -1,6 +1,6 @@
 """Theorem 6.1, quantitatively: how long a single-frequency semantic channel stays reliable.
 
-Setting (d = 2, one frequency g, PAPER.md §3 item 9): the query sits at position i, the target
+Setting (d = 2, one frequency g, as in the paper's Thm 6.1, §6): the query sits at position i, the target
 key at position 0 (distance i, e.g. BOS or a needle at the start) and a distractor key at every
 position 1..i (distances 0..i-1, e.g. ordinary tokens). The *overtaking length* is the smallest
 i at which some distractor's logit exceeds the target's: from there on this channel ranks a

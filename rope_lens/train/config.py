@@ -1,10 +1,10 @@
 """Training configuration: frozen dataclasses and the named presets ``cpu``, ``gpu``, ``gemma-2b``.
 
-Presets are plain Python objects (STYLE.md §3.3 rule 3). The CLI changes single fields with
+Presets are plain Python objects, not config files. The CLI changes single fields with
 ``--set key=value`` (``model.`` prefix for :class:`ModelConfig` fields), parsed by
 :func:`override`, so there is no YAML and no ``exec``.
 
-The ``gemma-2b`` preset is the paper's App. D setting (PAPER.md §4): Gemma 2B (18 layers,
+The ``gemma-2b`` preset is the paper's App. D setting (Barbero et al., ICLR 2025): Gemma 2B (18 layers,
 d_model 2048, 8 query heads, MQA, head_dim 256, GeGLU width 16384, 256k vocabulary), sequence
 8192, batch 512, 10k steps. The paper reports no optimiser settings; ours are marked below.
 """
@@ -137,7 +137,7 @@ CPU = TrainConfig(
 )
 
 # ~34M parameters, for one GPU (bf16, SDPA): 2000 steps x 65k tokens = 131M tokens, i.e. ~25
-# epochs of the ~5M-token offline Wiki set or ~4.5 of NIv1 (shared/DATA.md §5: data-limited).
+# epochs of the ~5M-token offline Wiki set or ~4.5 of NIv1 (data-limited; docs/training.md).
 # Optimiser settings are ours.
 GPU = TrainConfig(
     preset="gpu",
@@ -156,7 +156,7 @@ GPU = TrainConfig(
     log_every=25,
 )
 
-# The paper's Gemma 2B setting (PAPER.md §4, App. D). lr/warmup/decay are not in the paper.
+# The paper's Gemma 2B setting (App. D). lr/warmup/decay are not in the paper.
 GEMMA_2B = TrainConfig(
     preset="gemma-2b",
     model=ModelConfig(

@@ -1,4 +1,4 @@
-"""Positional encodings for training, each one an inverse-frequency vector (PAPER.md §4).
+"""Positional encodings for training, each one an inverse-frequency vector (Barbero et al., ICLR 2025, §6.1, App. D).
 
 Every encoding in the paper's Table 2 is a full rotate-half head (HF ``rotate_half``, chunk k =
 dims ``(k, k + d/2)``) with one frequency per chunk, zero meaning "not rotated":

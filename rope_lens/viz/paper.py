@@ -7,7 +7,8 @@ paper's: Gemma 3 270M for Gemma 7B (same head_dim 256) and SmolLM2-135M for Llam
 (Llama architecture with GQA); every recipe is drawn for every model that has the tables.
 
 Heads for the per-token figures are chosen from the saved head scores, never by index: the
-paper's layer numbering is ambiguous (PAPER.md §2) and our models differ anyway.
+paper's layer numbering is ambiguous (its "Layer 1" and "Layer 27" of a 28-layer
+Gemma 7B cannot both be 1-based) and our models differ anyway.
 """
 
 from __future__ import annotations
