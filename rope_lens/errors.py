@@ -1,7 +1,8 @@
 """User-facing errors: each carries one line that says what went wrong and what to do.
 
-The CLI prints ``error: <message>`` and exits with status 2 for any ``RopeLensError``;
-anything else is a bug and keeps its traceback.
+The CLI prints ``error: <message>`` and exits with status 2 for any ``RopeLensError`` (and,
+with the path, for an ``OSError`` such as a full disk); anything else is a bug and keeps its
+traceback. ``--debug`` keeps the traceback for every error.
 """
 
 from __future__ import annotations
@@ -21,3 +22,15 @@ class InputError(RopeLensError):
 
 class CheckpointError(RopeLensError):
     """A missing, corrupt or mismatched checkpoint or cache."""
+
+
+class OutputError(RopeLensError):
+    """An output folder or file that cannot be written (read-only, a file, a full disk)."""
+
+
+class BusyError(RopeLensError):
+    """An output or run folder locked by another rope-lens process."""
+
+
+class BadResultError(RopeLensError):
+    """Numbers that must not be saved: NaN or infinite values from a model."""

@@ -43,7 +43,9 @@ BUILTIN_SOURCES = ("shakespeare", "wiki")
 
 
 def load_texts(source: str | Path | None = None, limit: int | None = None) -> list[str]:
-    """Texts from a built-in source name or a .txt / .jsonl file."""
+    """Texts from a built-in source name or a .txt / .jsonl file (``limit``: the first N)."""
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit must be at least 1, got {limit}")
     source = "shakespeare" if source is None else str(source)
     if source == "shakespeare":
         texts = _lines(DATA_DIR / "shakespeare.txt")
@@ -55,19 +57,40 @@ def load_texts(source: str | Path | None = None, limit: int | None = None) -> li
             raise InputError(
                 f"prompts file {source!r} not found (or use a built-in: {', '.join(BUILTIN_SOURCES)})"
             )
+        if path.is_dir():
+            raise InputError(f"--prompts {source} is a folder; give a .txt or .jsonl file")
         texts = _jsonl(path) if path.suffix == ".jsonl" else _lines(path)
         if not texts:
             raise InputError(f"prompts file {source!r} has no non-empty texts")
     return texts[:limit] if limit else texts
 
 
+def _read(path: Path) -> str:
+    """UTF-8 text without a byte-order mark; one clear line when it is not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise InputError(
+            f"prompts file {path} is not UTF-8 text (byte {err.start}); convert it, e.g. "
+            f"`iconv -f latin1 -t utf-8 {path}`"
+        ) from err
+    except OSError as err:
+        raise InputError(f"cannot read prompts file {path}: {err.strerror or err}") from err
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines split on \\n (and \\r\\n) only: U+2028, U+0085 and form feeds inside a line are
+    part of the text, as in any editor's idea of a line."""
+    return text.replace("\r\n", "\n").split("\n")
+
+
 def _lines(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line.strip() for line in split_lines(_read(path)) if line.strip()]
 
 
 def _jsonl(path: Path) -> list[str]:
     texts = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(split_lines(_read(path)), 1):
         if not line.strip():
             continue
         try:
@@ -120,19 +143,30 @@ def tokenize(
     bos_token_id: int | None,
     max_len: int,
     bos: bool = True,
+    max_tokens: int | None = None,
+    count_bos: bool = False,
 ) -> list[list[int]]:
-    """Token id lists, BOS first when asked and available, truncated to ``max_len``."""
+    """Token id lists, BOS first when asked and available, truncated to ``max_len``.
+
+    With ``max_tokens``, texts are tokenized only until that many tokens would be counted (as
+    :func:`batches` counts them), so a small budget over a large corpus stays fast.
+    """
     if max_len < 2:
         raise InputError(f"the token window must be at least 2 tokens, got {max_len}")
+    with_bos = bos and bos_token_id is not None
+    budget = float("inf") if max_tokens is None else max_tokens
     out, truncated = [], 0
     for text in texts:
+        if budget <= 0:
+            break
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        if bos and bos_token_id is not None:
+        if with_bos:
             ids = [bos_token_id] + ids
         if len(ids) > max_len:
             ids, truncated = ids[:max_len], truncated + 1
         if len(ids) > (1 if bos else 0):
             out.append(ids)
+            budget -= len(ids) - (1 if with_bos and not count_bos else 0)
     if truncated:
         log.warning("%d text(s) longer than %d tokens were truncated", truncated, max_len)
     if not out:
@@ -150,7 +184,7 @@ def batches(
 ) -> Iterator[Batch]:
     """Right-padded batches in input order, stopping once ``max_tokens`` counted tokens."""
     if batch_size < 1:
-        raise InputError(f"batch size must be >= 1, got {batch_size}")
+        raise InputError(f"--batch-size must be at least 1, got {batch_size}")
     budget = max_tokens if max_tokens is not None else float("inf")
     if budget <= 0:
         raise InputError(f"--max-tokens must be positive, got {max_tokens}")

@@ -1,16 +1,20 @@
-"""Saving and loading result tables: parquet plus a JSON sidecar, written atomically.
+"""Saving and loading result tables: one parquet file that carries its own metadata.
 
-The sidecar records what is needed to trust or redo a table: model, revision, dtype, RoPE
-parameters, a hash of the exact token ids analysed, options, and package versions.
+The metadata records what is needed to trust or redo a table: model, revision, dtype, RoPE
+parameters, a hash of the exact token ids analysed, options, package versions and the table's
+identity (:mod:`rope_lens.identity`). It is stored inside the parquet file (key-value metadata
+under ``rope_lens``), so data and metadata are written by one atomic rename and can never be
+torn apart; the JSON sidecar beside it is a readable copy, and the parquet wins when they
+disagree.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
+import logging
+import math
 import platform
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -18,9 +22,13 @@ from typing import Any
 
 import pandas as pd
 
-from rope_lens.errors import CheckpointError
+from rope_lens import atomic
+from rope_lens.errors import BadResultError, CheckpointError
+
+log = logging.getLogger(__name__)
 
 PACKAGES = ("rope-lens", "torch", "transformers", "transformer-lens", "pandas")
+META_KEY = b"rope_lens"
 
 
 def package_versions() -> dict[str, str]:
@@ -42,53 +50,123 @@ def hash_tokens(sequences: Iterable[Sequence[int]]) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_json(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as JSON atomically: readers see the old file or the new one, never half."""
-    path = Path(path)
-    text = json.dumps(obj, indent=2, allow_nan=True, default=str)
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-    return path
+    return atomic.write_text(path, json.dumps(obj, indent=2, allow_nan=True, default=str))
+
+
+def bad_values(df: pd.DataFrame, columns: Sequence[str] | None = None) -> dict[str, int]:
+    """Count of non-finite values per column: infinities in any float column, and NaN in
+    ``columns`` (the measured ones, which are never legitimately missing)."""
+    out: dict[str, int] = {}
+    for col in df.columns:
+        if not pd.api.types.is_float_dtype(df[col]):
+            continue
+        values = df[col].to_numpy()
+        n = int((values == math.inf).sum() + (values == -math.inf).sum())
+        if columns is not None and col in columns:
+            n += int(pd.isna(values).sum())
+        if n:
+            out[col] = n
+    return out
+
+
+def check_finite(df: pd.DataFrame, columns: Sequence[str] | None, what: str) -> None:
+    """Refuse a table with NaN or infinite measurements: they come from corrupt weights (or an
+    overflowing dtype), never from the analysis itself.
+
+    Raises:
+        BadResultError: naming the columns and what to do.
+    """
+    bad = bad_values(df, columns)
+    if bad:
+        cells = ", ".join(f"{n:,} in {col}" for col, n in bad.items())
+        raise BadResultError(
+            f"{what} produced non-finite values ({cells} of {len(df):,} rows); nothing was "
+            "saved. The model's weights are likely corrupt: re-download or reconvert it (delete "
+            "its cached folder), or try --dtype float32"
+        )
 
 
 def save_table(df: pd.DataFrame, path: str | Path, meta: Mapping[str, Any]) -> Path:
-    """Write ``df`` to ``path`` (.parquet) and ``meta`` (+ versions) beside it as .json."""
+    """Write ``df`` to ``path`` (.parquet) with ``meta`` (+ rows, columns, versions) inside it,
+    in one atomic rename; then a readable JSON copy of ``meta`` beside it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     path = Path(path).with_suffix(".parquet")
     sidecar = {**meta, "rows": len(df), "columns": list(df.columns), "versions": package_versions()}
-    _atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
-    _atomic_write(
-        path.with_suffix(".json"),
-        lambda tmp: Path(tmp).write_text(json.dumps(sidecar, indent=2, default=str) + "\n"),
-    )
+    text = json.dumps(sidecar, indent=2, default=str) + "\n"
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: text})
+    atomic.write_file(path, lambda tmp: pq.write_table(table, tmp))
+    try:
+        atomic.write_text(path.with_suffix(".json"), text)
+    except OSError as err:  # the parquet holds the same metadata: the table is saved
+        log.warning("saved %s, but not its readable .json copy (%s)", path, err)
     return path
 
 
+def read_meta(path: str | Path) -> dict[str, Any] | None:
+    """The metadata embedded in a parquet written by :func:`save_table` (None: none inside)."""
+    import pyarrow.parquet as pq
+
+    schema_meta = pq.read_schema(path).metadata or {}
+    raw = schema_meta.get(META_KEY)
+    return None if raw is None else json.loads(raw)
+
+
 def load_table(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Read a table saved by :func:`save_table` and its sidecar."""
+    """Read a table saved by :func:`save_table` and its metadata, checked against each other.
+
+    Raises:
+        CheckpointError: missing, unreadable, or rows that disagree with the metadata.
+    """
+    import pyarrow.parquet as pq
+
     path = Path(path).with_suffix(".parquet")
     if not path.exists():
         raise CheckpointError(f"no results table at {path}")
     try:
-        df = pd.read_parquet(path)
+        table = pq.read_table(path)
+        df = table.to_pandas()
+        raw = (table.schema.metadata or {}).get(META_KEY)
+        meta = None if raw is None else json.loads(raw)
     except Exception as err:  # pyarrow raises many types for corrupt files
-        raise CheckpointError(f"{path} is not a readable parquet file ({err}); rerun") from err
-    side = path.with_suffix(".json")
-    try:
-        meta = json.loads(side.read_text()) if side.exists() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{side} is not readable JSON ({err}); rerun the analysis") from err
+        raise CheckpointError(
+            f"{path} is not a readable parquet file ({err}); rerun the analysis"
+        ) from err
+    if meta is None:  # written before the metadata moved inside: trust the sidecar, checked
+        side = path.with_suffix(".json")
+        try:
+            meta = json.loads(side.read_text()) if side.exists() else {}
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CheckpointError(
+                f"{side} is not readable JSON ({err}); rerun the analysis"
+            ) from err
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{side} is not a metadata object; rerun the analysis")
+    rows = meta.get("rows")
+    if rows is not None and rows != len(df):
+        raise CheckpointError(
+            f"{path} has {len(df):,} rows but its metadata says {rows:,}: it is incomplete; "
+            "rerun the analysis (with --force)"
+        )
     return df, meta
+
+
+def reusable(path: str | Path, identity: str, columns: Sequence[str] | None) -> str | None:
+    """Why the table at ``path`` cannot stand in for a new run with ``identity`` (None: it can:
+    same identity, it reads back, its rows match its metadata, its values are finite)."""
+    path = Path(path)
+    if not path.exists():
+        return "missing"
+    try:
+        df, meta = load_table(path)
+    except CheckpointError as err:
+        return str(err)
+    if meta.get("identity") != identity:
+        return "it was computed from another model, weights, inputs or options"
+    if bad_values(df, columns):
+        return "it holds non-finite values"
+    return None

@@ -1,126 +1,234 @@
-"""From CLI arguments to a saved table: load, tokenize, run one analysis, save, summarise.
+"""From an :class:`~rope_lens.request.AnalysisRequest` to a saved table: check, load,
+tokenize, run one analysis, check the numbers, save, summarise.
 
 Every analysis module in ``rope_lens.analyses.ANALYSES`` exposes
 ``analyze(lm, make_batches, layers, options, progress) -> DataFrame`` and
 ``summarize(df) -> str``. ``make_batches()`` returns a fresh iterator of batches, so analyses
 that need two passes (e.g. ablations: baseline and ablated) can have them.
+
+Order matters for reliability: everything that can be checked without a model (options, the
+output folder's writability, the prompts) is checked first; the output folder is locked for the
+whole run; a saved table is reused only when its identity matches and it reads back valid; NaN
+or infinite numbers are never saved; an interrupt flushes the resume checkpoint.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import json
 import logging
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+from rope_lens.errors import OutputError
+from rope_lens.request import AnalysisRequest, default_results_dir, parse_layers, slug
 
 log = logging.getLogger(__name__)
 
+__all__ = ["run_analysis", "run_request", "slug", "default_results_dir", "parse_layers"]
 
-def slug(name: str) -> str:
-    """A folder name for a model name, hub id or path: its last component, never '.' or '..'."""
-    last = Path(name.rstrip("/")).name
-    return last if last not in ("", ".", "..") else "model"
+# Columns that hold measurements and may never be NaN (infinities are refused in any column).
+MEASURED = {
+    "band-norm": ("mean_norm",),
+    "heads": ("diag_score", "prev_score", "sink_score", "entropy"),
+    "profiles": ("mean_norm", "diag_score", "prev_score"),
+    "apostrophe": ("apostrophe_score",),
+    "per-token": ("upper_bound", "diag_logit"),
+    "ablation": ("loss", "base_loss", "delta_loss"),
+}
 
 
-def run_analysis(args: argparse.Namespace, lm=None) -> int:
-    """``lm``: an already loaded model for ``args.model`` (several analyses in one process
-    load it once; its device and dtype win over ``args``)."""
-    from rope_lens import inputs, io
-    from rope_lens.analyses import ANALYSES
-    from rope_lens.commands.analyze import parse_layers
-    from rope_lens.errors import InputError
-    from rope_lens.extract import check_layers
+def default_threads() -> int:
+    """Half the CPUs this process may use, at most 8: torch's default of one thread per core
+    is slower on a shared machine (2.5x on a busy 2-core box)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        n = os.cpu_count() or 1
+    return max(1, min(8, n // 2))
+
+
+def set_threads(threads: int | None) -> None:
+    import torch
+
+    torch.set_num_threads(threads or default_threads())
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before any work when results could not be saved into ``folder``.
+
+    Raises:
+        OutputError: ``folder`` is a file, or cannot be created or written.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"--out {folder} is a file, not a folder; choose a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".probe-"):
+            pass
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise OutputError(
+            f"cannot write results to {folder} ({reason}); choose another --out"
+        ) from err
+
+
+def load_for(req: AnalysisRequest):
+    """Load the request's model (``backend`` is passed on only when asked for)."""
     from rope_lens.models import load_model
 
+    kw: dict[str, Any] = {}
+    if req.backend is not None:
+        kw["backend"] = req.backend
+    return load_model(
+        req.model,
+        device=req.device,
+        dtype=req.dtype,
+        revision=req.revision,
+        trust_remote_code=req.trust_remote_code,
+        **kw,
+    )
+
+
+def run_analysis(args: Any, lm=None) -> int:
+    """CLI entry: ``args`` is an ``argparse.Namespace`` (or anything with the request's
+    attributes). ``lm``: an already loaded model for ``args.model`` (several analyses in one
+    process load it once; its device and dtype win over ``args``)."""
+    req = args if isinstance(args, AnalysisRequest) else AnalysisRequest.from_namespace(args)
+    return run_request(req, lm)
+
+
+def run_request(req: AnalysisRequest, lm=None) -> int:
+    """Run ``req`` and save its table; 0 when saved or already up to date."""
+    from rope_lens.lock import folder_lock
+
+    req.validate()
+    out_dir = req.out_dir
+    check_writable(out_dir)
+    with folder_lock(out_dir, f"analyze {req.analysis}"):
+        return _run_locked(req, out_dir, lm)
+
+
+def _run_locked(req: AnalysisRequest, out_dir: Path, lm) -> int:
+    import importlib
+
+    from rope_lens import identity, inputs, io
+    from rope_lens.analyses import ANALYSES
+    from rope_lens.errors import InputError
+    from rope_lens.extract import check_layers
+
     start = time.time()
-    texts = inputs.load_texts(args.prompts, args.limit)  # fail fast, before loading a model
-    layer_request = parse_layers(args.layers)
+    set_threads(req.threads)
+    texts = inputs.load_texts(req.prompts, req.limit)  # fail fast, before loading a model
+    layer_request = parse_layers(req.layers)
     if lm is None:
-        lm = load_model(
-            args.model,
-            device=args.device,
-            dtype=args.dtype,
-            revision=args.revision,
-            trust_remote_code=args.trust_remote_code,
-        )
+        lm = load_for(req)
     layers = check_layers(lm, layer_request)
-    window = min(args.max_len, lm.max_context)
-    if args.max_len > lm.max_context:
+    window = min(req.max_len, lm.max_context)
+    if req.max_len > lm.max_context:
         log.warning(
             "--max-len %d exceeds %s's context %d; using %d",
-            args.max_len,
+            req.max_len,
             lm.name,
             lm.max_context,
             lm.max_context,
         )
-    use_bos = not args.no_bos
-    seqs = inputs.tokenize(lm.tokenizer, texts, lm.bos_token_id, window, bos=use_bos)
+    use_bos = not req.no_bos
     has_bos = use_bos and lm.bos_token_id is not None
+    seqs = inputs.tokenize(
+        lm.tokenizer,
+        texts,
+        lm.bos_token_id,
+        window,
+        bos=use_bos,
+        max_tokens=req.max_tokens,
+        count_bos=req.count_bos,
+    )
 
     def make_batches():
         return inputs.batches(
             seqs,
-            args.batch_size,
+            req.batch_size,
             lm.tokenizer.pad_token_id,
             has_bos,
-            count_bos=args.count_bos,
-            max_tokens=args.max_tokens,
+            count_bos=req.count_bos,
+            max_tokens=req.max_tokens,
         )
 
-    name = args.analysis
+    name = req.analysis
     module = importlib.import_module(ANALYSES[name])
-    options = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    out_dir = Path(args.out or Path("results") / slug(args.model))
-    table = out_dir / f"{name.replace('-', '_')}.parquet"
+    table = out_dir / f"{req.table_name}.parquet"
+    inputs_sha = io.hash_tokens(seqs)
+    model_id = identity.model_identity(lm.folder, lm.revision)
+    numeric = {**req.numeric_options(), "layers": layers, "dtype": str(lm.dtype)}
+    ident = identity.result_identity(model_id, name, numeric, inputs_sha)
     meta = {
         **lm.metadata(),
+        "folder": model_id["folder"],
+        "weights_sha256": model_id["weights"],
         "analysis": name,
-        "prompts": str(args.prompts),
+        "prompts": str(req.prompts),
         "n_texts": len(seqs),
         "token_window": window,
         "bos_prepended": has_bos,
-        "bos_counted": bool(args.count_bos and has_bos),
-        "max_tokens": args.max_tokens,
+        "bos_counted": bool(req.count_bos and has_bos),
+        "max_tokens": req.max_tokens,
         "layers": layers,
-        "inputs_sha256": io.hash_tokens(seqs),
-        "options": {
-            k: v
-            for k, v in options.items()
-            if k not in ("model", "device", "dtype", "out", "force", "no_progress", "verbose")
-        },
+        "inputs_sha256": inputs_sha,
+        "identity": ident,
+        "options": req.numeric_options(),
     }
-    if table.exists() and not args.force:
-        old = (
-            json.loads(table.with_suffix(".json").read_text())
-            if table.with_suffix(".json").exists()
-            else {}
-        )
-        same = all(
-            old.get(k) == json.loads(json.dumps(meta[k], default=str))
-            for k in ("inputs_sha256", "layers", "options", "dtype")
-        )
-        if same:
-            print(f"{table} is up to date (same inputs and options); --force recomputes it")
+    measured = MEASURED.get(name)
+    if table.exists() and not req.force:
+        why = io.reusable(table, ident, measured)
+        if why is None:
+            print(
+                f"{table} is up to date (same model, weights, inputs and options); --force recomputes it"
+            )
             return 0
-    n_batches = (len(seqs) + args.batch_size - 1) // args.batch_size
-    # Partial reductions are checkpointed here so an interrupted run resumes, not restarts.
-    options["checkpoint"] = out_dir / f".{name.replace('-', '_')}.partial.safetensors"
-    options["inputs_sha256"] = meta["inputs_sha256"]
-    df = module.analyze(
-        lm,
-        make_batches,
-        layers,
-        options,
-        progress=not args.no_progress and sys.stderr.isatty(),
-        total=n_batches,
-    )
+        log.warning("recomputing %s: %s", table, why)
+    n_batches = (len(seqs) + req.batch_size - 1) // req.batch_size
+    options = req.analysis_options()
+    # Partial reductions are checkpointed here so an interrupted run resumes, not restarts;
+    # the checkpoint is keyed by the result's identity, never reused for anything else.
+    options["checkpoint"] = out_dir / f".{req.table_name}.partial.safetensors"
+    options["inputs_sha256"] = ident
+    options["checkpoint_key"] = ident
+    try:
+        df = module.analyze(
+            lm,
+            make_batches,
+            layers,
+            options,
+            progress=req.progress and sys.stderr.isatty(),
+            total=n_batches,
+        )
+    except KeyboardInterrupt:
+        _report_interrupt()
+        raise
     if df.empty:
         raise InputError("the analysis produced no rows (were all tokens excluded?)")
+    io.check_finite(df, measured, f"{name} on {lm.name}")
     meta["seconds"] = round(time.time() - start, 2)
     path = io.save_table(df, table, meta)
     print(module.summarize(df))
-    print(f"saved {len(df):,} rows to {path} (+ .json sidecar) in {meta['seconds']:.1f} s")
+    print(f"saved {len(df):,} rows to {path} (+ .json copy) in {meta['seconds']:.1f} s")
     return 0
+
+
+def _report_interrupt() -> None:
+    from rope_lens.resume import flush_all
+
+    kept = flush_all()
+    for path, done in kept:
+        print(
+            f"kept {done} finished batches in {path}; rerun the same command to resume",
+            file=sys.stderr,
+        )
+    if not kept:
+        print(
+            "no partial result to keep (this analysis does not checkpoint, or had not finished a batch)",
+            file=sys.stderr,
+        )

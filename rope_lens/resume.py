@@ -1,24 +1,34 @@
 """Checkpoints of partial reductions, so long analyses resume where they stopped.
 
-A checkpoint is a safetensors file of accumulator tensors plus a JSON file (batches done, the
-inputs hash it belongs to, scalar counters), both written atomically. No pickle: loading a
-checkpoint can never execute code. A checkpoint whose inputs hash differs is ignored.
+A checkpoint is one safetensors file: the accumulator tensors, and in its header the batches
+done, the identity it belongs to and the scalar counters. One atomic rename commits sums and
+counts together, so a kill can never pair new sums with old counts. No pickle: loading a
+checkpoint can never execute code. A checkpoint whose key (the result's identity: model,
+weights, options, tokens) differs is ignored.
+
+Every ``maybe_save`` call also keeps a snapshot of the last complete batch, so an interrupt
+(Ctrl-C, SIGTERM) can :func:`flush_all` a consistent checkpoint whatever the interval.
+Failing to write a checkpoint warns and carries on: it is an optimisation, not the result.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from rope_lens import atomic
 
 log = logging.getLogger(__name__)
+META_KEY = "rope_lens"
+_ACTIVE: weakref.WeakSet[Checkpointer] = weakref.WeakSet()
 
 
 class Checkpointer:
@@ -29,21 +39,26 @@ class Checkpointer:
         self.key = inputs_sha256
         self.every_s = every_s
         self._last = time.monotonic()
+        self._pending: tuple[int, dict[str, torch.Tensor], dict[str, Any]] | None = None
+        self._saved = -1
+        self._warned = False
+        _ACTIVE.add(self)
 
     def load(self) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]] | None:
-        meta_path = self.path.with_suffix(".json")
-        if not (meta_path.exists() and self.path.exists()):
+        if not self.path.exists():
             return None
         try:
-            meta = json.loads(meta_path.read_text())
-            tensors = load_file(self.path)
+            with safe_open(self.path, framework="pt") as fh:
+                meta = json.loads((fh.metadata() or {})[META_KEY])
+                tensors = {k: fh.get_tensor(k) for k in fh.keys()}
         except Exception as err:  # a torn or corrupt checkpoint just means starting over
             log.warning("ignoring unreadable checkpoint %s (%s)", self.path, err)
             return None
-        if meta.get("inputs_sha256") != self.key:
-            log.warning("ignoring checkpoint %s: it belongs to other inputs", self.path)
+        if meta.get("key") != self.key:
+            log.warning("ignoring checkpoint %s: it belongs to other inputs or options", self.path)
             return None
         log.warning("resuming from %s after %d batches", self.path, meta["batches_done"])
+        self._saved = int(meta["batches_done"])
         return int(meta["batches_done"]), tensors, meta.get("extra", {})
 
     def maybe_save(
@@ -53,25 +68,54 @@ class Checkpointer:
         extra: dict[str, Any],
         force: bool = False,
     ) -> None:
-        if not force and time.monotonic() - self._last < self.every_s:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        cpu = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
-        os.close(fd)
+        # A copy: reducers update their tensors in place during the next batch.
+        self._pending = (
+            batches_done,
+            {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()},
+            json.loads(json.dumps(extra)),
+        )
+        if force or time.monotonic() - self._last >= self.every_s:
+            self.flush()
+
+    def flush(self) -> int | None:
+        """Write the last complete batch's state; returns the batches saved (None: nothing)."""
+        if self._pending is None:
+            return None
+        done, tensors, extra = self._pending
+        if done == self._saved:
+            return done
+        meta = {"key": self.key, "batches_done": done, "extra": extra}
         try:
-            save_file(cpu, tmp)
-            os.replace(tmp, self.path)
+            atomic.write_file(
+                self.path,
+                lambda tmp: save_file(tensors, tmp, metadata={META_KEY: json.dumps(meta)}),
+            )
+        except OSError as err:
+            if not self._warned:
+                log.warning(
+                    "could not write the resume checkpoint %s (%s); carrying on without it",
+                    self.path,
+                    err,
+                )
+                self._warned = True
+            return None
         finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        meta = {"inputs_sha256": self.key, "batches_done": batches_done, "extra": extra}
-        tmp_meta = self.path.with_suffix(".json.tmp")
-        tmp_meta.write_text(json.dumps(meta))
-        os.replace(tmp_meta, self.path.with_suffix(".json"))
-        self._last = time.monotonic()
+            self._last = time.monotonic()
+        self._saved = done
+        return done
 
     def clear(self) -> None:
+        _ACTIVE.discard(self)
+        self._pending = None
         for p in (self.path, self.path.with_suffix(".json")):
-            if p.exists():
-                p.unlink()
+            p.unlink(missing_ok=True)
+
+
+def flush_all() -> list[tuple[Path, int]]:
+    """Flush every live checkpointer (on an interrupt); returns (path, batches kept)."""
+    out = []
+    for ckpt in list(_ACTIVE):
+        done = ckpt.flush()
+        if done:
+            out.append((ckpt.path, done))
+    return out

@@ -3,32 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import re
+
+from rope_lens.request import BATCH_SIZE, CHECKPOINT_EVERY_S, MAX_LEN, parse_layers
+
+__all__ = ["parse_layers", "add_model_arguments", "add_input_arguments", "add_arguments", "run"]
 
 NAME = "analyze"
 HELP = "run an analysis (default: band-norm) on a model and save a parquet table"
-
-
-def parse_layers(text: str | None) -> list[int] | None:
-    """'0,3,5-7,-1' -> [0, 3, 5, 6, 7, -1]; None/'all' -> None (every layer)."""
-    from rope_lens.errors import InputError
-
-    if text in (None, "", "all"):
-        return None
-    out: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        m = re.fullmatch(r"(\d+)-(\d+)", part)
-        if m:
-            lo, hi = int(m.group(1)), int(m.group(2))
-            if hi < lo:
-                raise InputError(f"layer range {part!r} is empty")
-            out.extend(range(lo, hi + 1))
-        elif re.fullmatch(r"-?\d+", part):
-            out.append(int(part))
-        else:
-            raise InputError(f"cannot read layers {text!r}: use e.g. 0,3,5-7,-1 or all")
-    return out
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,11 +44,11 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-len",
         type=int,
-        default=512,
+        default=MAX_LEN,
         help="token window per text; longer texts are truncated with a warning "
         "(capped at the model's context)",
     )
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="texts per batch")
     p.add_argument("--no-bos", action="store_true", help="do not prepend the model's BOS token")
     p.add_argument(
         "--count-bos",
@@ -86,7 +67,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output folder (default: results/<model>)")
     p.add_argument("--force", action="store_true", help="recompute even if the result exists")
     p.add_argument("--no-progress", action="store_true")
+    add_run_arguments(p)
     add_head_arguments(p)
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """How a run uses the machine and how often it saves partial work."""
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: half the available cores, at most 8; on a "
+        "busy machine fewer is faster)",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=CHECKPOINT_EVERY_S,
+        metavar="SECONDS",
+        help="save partial results this often, to resume after a kill (default %(default)s)",
+    )
 
 
 def add_head_arguments(p: argparse.ArgumentParser) -> None:

@@ -146,7 +146,7 @@ def test_interrupted_run_resumes_to_the_same_table(tiny_lm, tmp_path):
 
     with pytest.raises(Boom):
         band_norms.analyze(lm, dying, [0, 1], opts, progress=False)
-    assert (tmp_path / ".bn.json").exists()
+    assert (tmp_path / ".bn.safetensors").exists()  # sums and counts in one file
     resumed = band_norms.analyze(lm, make_batches, [0, 1], opts, progress=False)
     torch.testing.assert_close(
         torch.tensor(resumed.mean_norm.values),
@@ -154,7 +154,7 @@ def test_interrupted_run_resumes_to_the_same_table(tiny_lm, tmp_path):
         rtol=1e-12,
         atol=0,
     )
-    assert (resumed.n_tokens == full.n_tokens).all() and not (tmp_path / ".bn.json").exists()
+    assert (resumed.n_tokens == full.n_tokens).all() and not (tmp_path / ".bn.safetensors").exists()
 
 
 def test_band_labels_follow_frequency_rank_not_chunk_index():

@@ -108,6 +108,8 @@ def test_output_folder_names_never_escape():
 
 
 def test_corrupt_results_are_one_clear_error(tmp_path):
+    """The metadata lives inside the parquet: a garbage .json copy is ignored; a legacy
+    parquet (no metadata inside) with a garbage sidecar, or a torn parquet, is one clear error."""
     import pandas as pd
 
     from rope_lens.errors import CheckpointError
@@ -116,6 +118,8 @@ def test_corrupt_results_are_one_clear_error(tmp_path):
     path = save_table(pd.DataFrame({"a": [1]}), tmp_path / "t.parquet", {"model": "m"})
     assert load_table(path)[1]["model"] == "m"
     path.with_suffix(".json").write_text('{"model": ')
+    assert load_table(path)[1]["model"] == "m"
+    pd.DataFrame({"a": [1]}).to_parquet(path, index=False)  # legacy: metadata only beside it
     with pytest.raises(CheckpointError, match="not readable JSON"):
         load_table(path)
     path.write_bytes(b"PAR1 torn")

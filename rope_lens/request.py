@@ -1,0 +1,221 @@
+"""What one analysis run is asked to do, checked before any model is loaded.
+
+``AnalysisRequest`` sits between the command line and :func:`rope_lens.pipeline.run_analysis`:
+the CLI fills it from its flags (``AnalysisRequest.from_namespace``), a notebook or a script can
+build one directly, and library code never imports the CLI. This module is also the one home
+of layer-range parsing (:func:`parse_layers`), output-folder names (:func:`slug`,
+:func:`default_results_dir`) and the batching defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rope_lens.errors import InputError, ModelNotFoundError
+
+# Batching defaults, shared by the CLI, the pipeline and ``Lens``.
+BATCH_SIZE = 4
+MAX_LEN = 512
+CHECKPOINT_EVERY_S = 60.0
+
+# Which analyses read each head option (anything else ignores it: giving it is an error).
+HEAD_OPTION_USERS: dict[str, tuple[str, ...]] = {
+    "head": ("per-token", "decompose", "ablation"),
+    "prompt_index": ("per-token", "decompose"),
+    "query_pos": ("decompose",),
+    "key_pos": ("decompose",),
+    "band": ("ablation",),
+    "ablation": ("ablation",),
+    "sweep": ("ablation",),
+    "sweep_points": ("ablation",),
+    "spare_bos": ("ablation",),
+}
+# Options that never change the numbers of a table (left out of its identity).
+NOT_NUMERIC = {"model", "out", "force", "progress", "threads", "checkpoint_every", "device"}
+
+
+def parse_layers(text: str | None) -> list[int] | None:
+    """'0,3,5-7,-1' -> [0, 3, 5, 6, 7, -1]; None/'all' -> None (every layer)."""
+    if text in (None, "", "all"):
+        return None
+    out: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)-(\d+)", part)
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if hi < lo:
+                raise InputError(f"layer range {part!r} is empty")
+            out.extend(range(lo, hi + 1))
+        elif re.fullmatch(r"-?\d+", part):
+            out.append(int(part))
+        else:
+            raise InputError(f"cannot read layers {text!r}: use e.g. 0,3,5-7,-1 or all")
+    return out
+
+
+def slug(name: str) -> str:
+    """A folder name for a model name, hub id or path: its last component, never '.' or '..'."""
+    last = Path(str(name).rstrip("/")).name
+    return last if last not in ("", ".", "..") else "model"
+
+
+def default_results_dir(model: str, root: str | Path = "results") -> Path:
+    """``results/<name>`` for a registry name; ``results/<last part>-<8 hex>`` for a folder or
+    hub id, the hex from the resolved absolute folder (or the id), so that ``runs/a/seed0``
+    and ``runs/b/seed0`` never share a results folder."""
+    from rope_lens.models.registry import REGISTRY
+
+    if model in REGISTRY:
+        return Path(root) / model
+    key = os.path.realpath(model) if Path(model).exists() else model
+    return Path(root) / f"{slug(model)}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+
+def check_model_name(model: str) -> None:
+    """Fail at once, with a "did you mean", for a name that is no registry entry, folder or
+    hub id (the cheap part of ``load_model``'s resolution, without loading anything)."""
+    from rope_lens.models.registry import REGISTRY, suggest
+
+    if model in REGISTRY or "/" in model or Path(model).exists():
+        return
+    if model.startswith((".", "~")):
+        return
+    close = suggest(model)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ModelNotFoundError(
+        f"unknown model {model!r}{hint} (see `rope-lens models`, or pass a hub id or a folder)"
+    )
+
+
+@dataclass(frozen=True)
+class AnalysisRequest:
+    """One ``rope-lens analyze`` run: model, analysis, inputs, output and options.
+
+    Field names and defaults are the CLI's flags (``--max-tokens`` -> ``max_tokens``).
+    """
+
+    model: str = "smollm2-135m"
+    analysis: str = "band-norm"
+    revision: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    backend: str | None = None
+    trust_remote_code: bool = False
+    prompts: str = "shakespeare"
+    limit: int | None = None
+    max_tokens: int | None = None
+    max_len: int = MAX_LEN
+    batch_size: int = BATCH_SIZE
+    no_bos: bool = False
+    count_bos: bool = False
+    layers: str | None = None
+    out: str | None = None
+    force: bool = False
+    progress: bool = True
+    threads: int | None = None
+    checkpoint_every: float = CHECKPOINT_EVERY_S
+    # head analyses (see HEAD_OPTION_USERS)
+    head: int | None = None
+    prompt_index: int = 0
+    query_pos: str | None = None
+    key_pos: str | None = None
+    band: str | None = None
+    ablation: str = "rotation-free"
+    sweep: str = "none"
+    sweep_points: int = 8
+    spare_bos: bool = False
+
+    @classmethod
+    def from_namespace(cls, ns: Any) -> AnalysisRequest:
+        """From parsed CLI arguments (unknown attributes are ignored)."""
+        values = vars(ns)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in values.items() if k in fields}
+        if "no_progress" in values:
+            kw["progress"] = not values["no_progress"]
+        return cls(**kw)
+
+    def replace(self, **changes: Any) -> AnalysisRequest:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else default_results_dir(self.model)
+
+    @property
+    def table_name(self) -> str:
+        return self.analysis.replace("-", "_")
+
+    def validate(self) -> None:
+        """Every check that needs no model. Raises InputError with a one-line fix."""
+        from rope_lens.analyses import ANALYSES
+
+        if self.analysis not in ANALYSES:
+            raise InputError(
+                f"unknown analysis {self.analysis!r}; choose from {', '.join(sorted(ANALYSES))}"
+            )
+        for name, low in (("batch_size", 1), ("limit", 1), ("max_tokens", 1), ("max_len", 2)):
+            value = getattr(self, name)
+            if value is not None and value < low:
+                flag = "--" + name.replace("_", "-")
+                raise InputError(f"{flag} must be at least {low}, got {value}")
+        if self.sweep_points < 1:
+            raise InputError(f"--sweep-points must be at least 1, got {self.sweep_points}")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"--threads must be at least 1, got {self.threads}")
+        if not self.checkpoint_every > 0:
+            raise InputError(f"--checkpoint-every must be positive, got {self.checkpoint_every}")
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for option, users in HEAD_OPTION_USERS.items():
+            if getattr(self, option) != defaults[option] and self.analysis not in users:
+                flag = "--" + option.replace("_", "-")
+                raise InputError(
+                    f"{flag} does not apply to {self.analysis} (it is read by "
+                    f"{', '.join(users)}); drop it"
+                )
+        check_model_name(self.model)
+        self._check_revision()
+
+    def _check_revision(self) -> None:
+        from rope_lens.models.registry import REGISTRY
+
+        entry = REGISTRY.get(self.model)
+        if self.revision is not None and entry is not None and entry.source == "gguf-package":
+            raise InputError(
+                f"--revision does not apply to {self.model}: it is converted from a bundled "
+                "offline package, not downloaded; drop --revision"
+            )
+        if self.revision is not None and Path(self.model).exists():
+            raise InputError(
+                f"--revision does not apply to the local folder {self.model}; drop --revision"
+            )
+
+    def without_irrelevant(self) -> AnalysisRequest:
+        """This request with head options this analysis does not read reset to their defaults
+        (``report`` passes one set of extra options to several analyses)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        return self.replace(
+            **{
+                option: defaults[option]
+                for option, users in HEAD_OPTION_USERS.items()
+                if self.analysis not in users
+            }
+        )
+
+    def analysis_options(self) -> dict[str, Any]:
+        """The ``options`` dict an analysis module's ``analyze`` receives."""
+        out = dataclasses.asdict(self)
+        out["no_progress"] = not self.progress
+        out["checkpoint_every_s"] = float(self.checkpoint_every)
+        return out
+
+    def numeric_options(self) -> dict[str, Any]:
+        """Every option that can change the numbers (part of the table's identity)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in NOT_NUMERIC}
