@@ -1,6 +1,6 @@
 """Regenerate every theory figure and the computed Table 1 with one command.
 
-    python figures/theory.py --out figures/theory [--formats png,svg,pdf] [--quick]
+    python figures/theory.py [--out results/theory] [--formats png,svg,pdf] [--quick]
 
 HTML is always written; static formats only when kaleido works. The same thing is available as
 ``rope-lens theory`` (``rope_lens/commands/theory.py``, which holds the recipe).

@@ -4,6 +4,11 @@ Reads results folders (``rope-lens analyze`` output, one per model; ``domain-*/`
 for Fig 19), training grids (``rope-lens table`` output) and recomputes the cheap theory
 figures. Writes ``OUT/<model>/<recipe>.{html,png,svg,pdf}`` and ``OUT/INDEX.md``, which lists
 every file against the paper's figure. Static formats use kaleido with the system Chromium.
+
+Lean by default: PNG plus interactive HTML, and every HTML page loads one shared
+``OUT/plotly.min.js`` instead of inlining its own 4.7 MB copy (``--formats`` adds svg/pdf or
+drops html). Recipes that cannot be drawn are listed at the end with the reason (a missing
+table, and the analysis that writes it; or no suitable head in the tables).
 """
 
 from __future__ import annotations
@@ -16,6 +21,19 @@ NAME = "figures"
 HELP = "regenerate the paper's figures/tables from saved results (html, png, svg, pdf)"
 
 log = logging.getLogger(__name__)
+
+DEFAULT_FORMATS = "png,html"
+# Table kind -> how to make it (for the list of skipped figures).
+MAKES = {
+    "band_norm": "rope-lens analyze --analysis band-norm",
+    "heads": "rope-lens analyze --analysis heads",
+    "profiles": "rope-lens analyze --analysis profiles",
+    "per_token": "rope-lens analyze --analysis per-token",
+    "decompose": "rope-lens analyze --analysis decompose",
+    "apostrophe": "rope-lens analyze --analysis apostrophe",
+    "ablation": "rope-lens analyze --analysis ablation",
+    "domains": "band-norm runs saved in <model>/domain-<name>/",
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,7 +48,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", default="figures/out", help="output folder")
     p.add_argument(
-        "--formats", default="html,png,svg,pdf", help="comma-separated subset of html,png,svg,pdf"
+        "--formats",
+        default=DEFAULT_FORMATS,
+        help="comma-separated subset of html,png,svg,pdf (default: %(default)s; the HTML pages "
+        "share one OUT/plotly.min.js; without kaleido and Chromium only html is written)",
     )
     p.add_argument(
         "--theory",
@@ -79,42 +100,62 @@ def load_inputs(folder: Path) -> tuple[dict, str]:
 
 
 class Saver:
-    """Saves figures in the requested formats, dropping static ones if export is impossible."""
+    """Saves figures in the requested formats, dropping static ones if export is impossible
+    (then HTML is written even when not asked for, so a run never produces nothing). HTML
+    pages share ``out/plotly.min.js``."""
 
-    def __init__(self, formats: list[str]) -> None:
+    def __init__(self, formats: list[str], out: Path) -> None:
         from rope_lens.viz.style import static_export_problem
 
-        self.formats = formats
+        self.formats = list(formats)
         self.static = [f for f in formats if f != "html"]
         problem = static_export_problem() if self.static else None
         if problem:
             log.warning("%s: writing html only", problem)
             self.static = []
+            if "html" not in self.formats:
+                self.formats.append("html")
+        self.out = out
+        self.plotlyjs: Path | None = None
         self.written: list[Path] = []
+        self.skipped: list[tuple[str, str, str]] = []  # (recipe, model, why)
+
+    def shared_js(self) -> Path:
+        from rope_lens.viz.style import shared_plotlyjs
+
+        if self.plotlyjs is None:
+            self.plotlyjs = shared_plotlyjs(self.out)
+            self.written.append(self.plotlyjs)
+        return self.plotlyjs
 
     def __call__(self, fig, stem: Path, size: tuple[int, int] = (760, 520)) -> None:
         from rope_lens.viz.style import save_figure
 
         if "html" in self.formats:
-            self.written += save_figure(fig, stem, ["html"])
+            self.written += save_figure(fig, stem, ["html"], plotlyjs=self.shared_js())
         if self.static:
             self.written += save_figure(fig, stem, self.static, width=size[0], height=size[1])
 
 
 def draw_results(folder: Path, out: Path, save: Saver, only, index: list[str]) -> None:
-    from rope_lens.pipeline import slug
+    from rope_lens.request import slug
     from rope_lens.viz.paper import RECIPES
 
     tables, model = load_inputs(folder)
     # The sidecar's model may be a path (a trained run): one safe folder name, never a path.
     name = slug(model)
     for recipe in RECIPES:
-        if (only and recipe.key not in only) or not set(recipe.needs) <= set(tables):
+        if only and recipe.key not in only:
+            continue
+        missing = [k for k in recipe.needs if k not in tables]
+        if missing:
+            why = "no " + ", ".join(f"{k} table ({MAKES.get(k, k)})" for k in missing)
+            save.skipped.append((recipe.key, model, why))
             continue
         try:
             fig = recipe.draw(tables, model)
         except (LookupError, ValueError) as err:  # e.g. no head of that class was found
-            log.warning("skipping %s for %s: %s", recipe.key, model, err)
+            save.skipped.append((recipe.key, model, str(err)))
             continue
         save(fig, out / name / recipe.key, recipe.size)
         index.append(f"| {recipe.paper} | {model} | `{name}/{recipe.key}` |")
@@ -164,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     if "html" not in args.formats:  # parse_formats always adds html; here it is optional
         formats.remove("html")
     out = Path(args.out)
-    save = Saver(formats)
+    save = Saver(formats, out)
     folders = model_folders(args.results)
     if not folders and not args.runs and args.theory == "skip":
         raise InputError(
@@ -178,8 +219,26 @@ def run(args: argparse.Namespace) -> int:
         return 1
     out.mkdir(parents=True, exist_ok=True)
     (out / "INDEX.md").write_text("\n".join(index) + "\n", encoding="utf-8")
-    print(f"wrote {len(save.written)} files under {out} (index: {out / 'INDEX.md'})")
+    print(report_skipped(save.skipped), end="")
+    size = sum(p.stat().st_size for p in save.written if p.exists())
+    print(
+        f"wrote {len(save.written)} files ({size / 1e6:.1f} MB) under {out} "
+        f"(index: {out / 'INDEX.md'})"
+    )
     return 0
+
+
+def report_skipped(skipped: list[tuple[str, str, str]]) -> str:
+    """The figures not drawn, grouped by model and reason, one line per group."""
+    if not skipped:
+        return ""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for key, model, why in skipped:
+        groups.setdefault((model, why), []).append(key)
+    lines = [f"skipped {len(skipped)} figure(s):"]
+    for (model, why), keys in groups.items():
+        lines.append(f"  {model}: {', '.join(keys)}: {why}")
+    return "\n".join(lines) + "\n"
 
 
 def _draw_all(args, folders: list[Path], out: Path, save: Saver, index: list[str]) -> None:
@@ -196,7 +255,9 @@ def _draw_all(args, folders: list[Path], out: Path, save: Saver, index: list[str
             from rope_lens.commands import theory
 
             formats = ["html", *save.static]
-            save.written += theory.regenerate(out / "theory", formats, quick=args.theory == "quick")
+            save.written += theory.regenerate(
+                out / "theory", formats, quick=args.theory == "quick", plotlyjs=save.shared_js()
+            )
             index.append(
                 "| Figs 2, 8, 9; Props 3.1, 3.2, 5.2; Thms 5.3, 6.1; Table 1 | — | `theory/` |"
             )

@@ -2,7 +2,9 @@
 
 Each result is computed by :mod:`rope_lens.theory`, drawn by :mod:`rope_lens.viz.theory` and
 saved as ``OUT/<name>.html`` (plus any static formats kaleido can write) next to
-``OUT/<name>.csv`` with the numbers behind it. ``figures/theory.py`` calls :func:`regenerate`.
+``OUT/<name>.csv`` with the numbers behind it. ``OUT`` defaults to ``results/theory``, beside
+the other results (never the tracked ``figures/theory``), and every page loads one shared
+``OUT/plotly.min.js``. ``figures/theory.py`` calls :func:`regenerate`.
 """
 
 from __future__ import annotations
@@ -17,11 +19,16 @@ NAME = "theory"
 HELP = "regenerate the paper's theory figures (Figs 2, 8, 9; Props 3.1-5.2; Thms 5.3, 6.1; Table 1)"
 
 FORMATS = ("html", "png", "svg", "pdf")
+DEFAULT_OUT = "results/theory"
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="figures/theory", help="output folder")
+    parser.add_argument(
+        "--out",
+        default=DEFAULT_OUT,
+        help="output folder, relative to the working directory (default: %(default)s)",
+    )
     parser.add_argument(
         "--formats",
         default="html",
@@ -65,14 +72,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def regenerate(
-    out: Path, formats: list[str] | tuple[str, ...] = ("html",), seed: int = 0, quick: bool = False
+    out: Path,
+    formats: list[str] | tuple[str, ...] = ("html",),
+    seed: int = 0,
+    quick: bool = False,
+    plotlyjs: Path | None = None,
 ) -> list[Path]:
-    """Compute, draw and save every theory result under ``out``; returns the files written."""
+    """Compute, draw and save every theory result under ``out``; returns the files written.
+
+    The pages load ``plotlyjs`` (default: one ``out/plotly.min.js``, written once)."""
     import pandas as pd
 
     from rope_lens import theory as T
     from rope_lens.viz import theory as V
-    from rope_lens.viz.style import save_figure
+    from rope_lens.viz.style import save_figure, shared_plotlyjs
 
     out.mkdir(parents=True, exist_ok=True)
     static = [f for f in formats if f != "html"]
@@ -80,11 +93,14 @@ def regenerate(
         log.warning("kaleido is not installed: writing html only (skipping %s)", ",".join(static))
         static = []
     written: list[Path] = []
+    if plotlyjs is None:
+        plotlyjs = shared_plotlyjs(out)
+        written.append(plotlyjs)
 
     def save(fig: object, name: str, **frames: pd.DataFrame) -> None:
         """Write the figure and its data: ``data`` -> name.csv, ``other`` -> name_other.csv."""
         nonlocal static
-        written.extend(save_figure(fig, out / name, ["html"]))
+        written.extend(save_figure(fig, out / name, ["html"], plotlyjs=plotlyjs))
         if static:
             try:
                 written.extend(save_figure(fig, out / name, static))

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import secrets
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from rope_lens.atomic import write_text
 from rope_lens.viz.style import styled
 
 
@@ -217,15 +216,4 @@ def render_report(
 
 def write_report(page: str, path: str | Path) -> Path:
     """Write the page atomically (a reader never sees half a report)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(page)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_text(path, page)

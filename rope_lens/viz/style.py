@@ -1,7 +1,9 @@
 """One publication style for every rope_lens figure, and the one way to save them.
 
-Figures are written as self-contained HTML (plotly.js inlined, works offline) and, when
-``kaleido`` can drive a local Chromium, as static PNG/SVG/PDF.
+Figures are written as HTML that works offline (plotly.js either inlined, or shared: one
+``plotly.min.js`` per output folder that every page loads by a relative path, so a hundred
+figures cost one 4.7 MB copy rather than a hundred) and, when ``kaleido`` can drive a local
+Chromium, as static PNG/SVG/PDF.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 import plotly.io as pio
+
+from rope_lens.atomic import write_file, write_text
 
 FONT = "DejaVu Sans, Arial, sans-serif"
 SEQUENTIAL = "Viridis"
@@ -55,41 +59,53 @@ def _chromium() -> str | None:
     return None
 
 
+PLOTLY_JS = "plotly.min.js"
+
+
+def shared_plotlyjs(folder: str | Path) -> Path:
+    """``folder/plotly.min.js`` (written once, atomically), for :func:`save_figure`'s
+    ``plotlyjs`` argument: every page that loads it stays offline without its own copy."""
+    path = Path(folder) / PLOTLY_JS
+    if not path.exists():
+        from plotly.offline import get_plotlyjs
+
+        write_text(path, get_plotlyjs())
+    return path
+
+
 def save_figure(
     fig: go.Figure,
     stem: str | Path,
     formats: Iterable[str] = ("html",),
     width: int = 800,
     height: int = 500,
+    plotlyjs: str | Path | None = None,
 ) -> list[Path]:
     """Write ``fig`` to ``stem.<fmt>`` for each format, atomically; returns the paths.
 
-    ``html`` is always self-contained. Static formats (png, svg, pdf) need kaleido and a local
-    Chromium (Debian's ``chromium`` package); no browser is ever downloaded.
+    ``html`` inlines plotly.js (self-contained) unless ``plotlyjs`` names a shared copy (see
+    :func:`shared_plotlyjs`), which the page then loads by its path relative to the page.
+    Static formats (png, svg, pdf) need kaleido and a local Chromium (Debian's ``chromium``
+    package); no browser is ever downloaded.
     """
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in formats:
         target = stem.with_suffix(f".{fmt}")
-        fd, tmp = tempfile.mkstemp(dir=stem.parent, suffix=f".{fmt}.tmp")
-        os.close(fd)
-        try:
-            if fmt == "html":
-                fig.write_html(tmp, include_plotlyjs=True, full_html=True)
-                os.chmod(tmp, 0o644)
-            else:  # static: atomic inside _write_static
-                job = (fig.to_dict(), target, width, height)  # a snapshot: fig may change later
-                if _BATCH:  # inside static_export(): rendered when the block closes
-                    _BATCH[0].append(job)
-                else:
-                    _write_static([job])
-                written.append(target)
-                continue
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        if fmt == "html":
+            include: str | bool = True
+            if plotlyjs is not None:
+                include = Path(os.path.relpath(plotlyjs, stem.parent)).as_posix()
+            write_file(target, lambda tmp, inc=include: fig.write_html(
+                tmp, include_plotlyjs=inc, full_html=True
+            ))
+        else:
+            job = (fig.to_dict(), target, width, height)  # a snapshot: fig may change later
+            if _BATCH:  # inside static_export(): rendered when the block closes
+                _BATCH[0].append(job)
+            else:
+                _write_static([job])
         written.append(target)
     return written
 
@@ -127,23 +143,20 @@ def _write_static(jobs: list[tuple[dict, Path, int, int]]) -> None:
     chrome = _chromium()
     if chrome:
         os.environ.setdefault("BROWSER_PATH", chrome)
-    specs, temps = [], []
-    try:
-        for fig, target, width, height in jobs:
-            fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=target.suffix + ".tmp")
-            os.close(fd)
-            temps.append((Path(tmp), target))
+    # One browser session renders every job into a scratch folder; each file is then moved
+    # into place with the atomic helper (chmod, fsync, rename), so readers never see half.
+    with tempfile.TemporaryDirectory(dir=jobs[0][1].parent, prefix=".static-") as scratch:
+        specs, rendered = [], []
+        for n, (fig, target, width, height) in enumerate(jobs):
+            path = Path(scratch) / f"{n}{target.suffix}"
             opts = dict(format=target.suffix[1:], width=width, height=height, scale=1)
-            specs.append(dict(fig=fig, path=Path(tmp), opts=opts))
+            specs.append(dict(fig=fig, path=path, opts=opts))
+            rendered.append((path, target))
         kaleido.write_fig_from_object_sync(specs, kopts=dict(mathjax=False))
-        for tmp, target in temps:
-            if tmp.stat().st_size == 0:
+        for path, target in rendered:
+            if not path.exists() or path.stat().st_size == 0:
                 raise RuntimeError(f"kaleido wrote nothing for {target}")
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; figures are meant to be shared
-            os.replace(tmp, target)
-    finally:
-        for tmp, _ in temps:
-            tmp.unlink(missing_ok=True)
+            write_file(target, lambda tmp, src=path: shutil.move(src, tmp))
 
 
 @contextlib.contextmanager
