@@ -12,4 +12,6 @@ ANALYSES = {
     "decompose": "rope_lens.analyses.decompose",
     "apostrophe": "rope_lens.analyses.apostrophe",
     "ablation": "rope_lens.analyses.ablation",
+    "critical": "rope_lens.analyses.critical",
+    "massive-values": "rope_lens.analyses.massive_values",
 }
