@@ -16,10 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from rope_lens.commands import COMMANDS
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so that ``finally`` blocks and flushes run."""
+from rope_lens.errors import Terminated
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,3 +34,7 @@ class BusyError(RopeLensError):
 
 class BadResultError(RopeLensError):
     """Numbers that must not be saved: NaN or infinite values from a model."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C so that work is flushed before exit."""

@@ -77,19 +77,30 @@ def check_writable(folder: Path) -> None:
 
 def load_for(req: AnalysisRequest):
     """Load the request's model (``backend`` is passed on only when asked for)."""
+    from rope_lens.errors import ModelNotFoundError, RopeLensError
     from rope_lens.models import load_model
 
     kw: dict[str, Any] = {}
     if req.backend is not None:
         kw["backend"] = req.backend
-    return load_model(
-        req.model,
-        device=req.device,
-        dtype=req.dtype,
-        revision=req.revision,
-        trust_remote_code=req.trust_remote_code,
-        **kw,
-    )
+    try:
+        return load_model(
+            req.model,
+            device=req.device,
+            dtype=req.dtype,
+            revision=req.revision,
+            trust_remote_code=req.trust_remote_code,
+            **kw,
+        )
+    except RopeLensError:
+        raise
+    except Exception as err:  # corrupt files raise JSON, safetensors, tokenizers errors...
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ModelNotFoundError(
+            f"cannot load {req.model}: {type(err).__name__}: {first}. Its files look corrupt "
+            "or incomplete: re-download or reconvert it (delete its cached folder), or for a "
+            "training run resume it or use an intact checkpoint (--debug shows the traceback)"
+        ) from err
 
 
 def run_analysis(args: Any, lm=None) -> int:

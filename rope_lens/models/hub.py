@@ -38,7 +38,8 @@ def snapshot(repo_id: str, revision: str | None = None) -> Path:
     hint = (
         f"model '{repo_id}{at}' is not in the local Hugging Face cache and the hub is "
         "unreachable: download it on a connected machine with "
-        f"`huggingface-cli download {repo_id}{rev_flag}` and copy the cache (HF_HOME), "
+        f"`hf download {repo_id}{rev_flag}` (huggingface_hub's CLI) and copy the cache "
+        "(HF_HOME), "
         "or pass --model /path/to/a/local/folder"
     )
     try:

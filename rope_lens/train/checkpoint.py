@@ -22,16 +22,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from rope_lens import atomic
 from rope_lens.errors import CheckpointError
+
+log = logging.getLogger(__name__)
 
 CKPT_DIR = "checkpoints"
 STATE_FILE = "trainer_state.pt"
@@ -96,19 +99,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    _fsync(tmp)
-    os.replace(tmp, path)
+_fsync = atomic.fsync_path
 
 
 def save_checkpoint(
@@ -140,9 +131,9 @@ def save_checkpoint(
     root = run_dir / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-step-", dir=root))
-    try:
-        hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()
+    # Re-saving a step after a resume (same content) swaps the old folder out.
+    with atomic.folder(final) as tmp:
         model.save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         torch.save(
@@ -152,21 +143,9 @@ def save_checkpoint(
         files = sorted(p for p in tmp.iterdir() if p.is_file())
         manifest = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        for p in tmp.iterdir():
-            _fsync(p)
-        _fsync(tmp)
-        if final.exists():  # re-saving a step after a resume: same content, swap it out
-            trash = root / f".trash-{final.name}-{os.getpid()}"
-            os.rename(final, trash)
-            shutil.rmtree(trash)
-        os.rename(tmp, final)
-        _fsync(root)
-        _atomic_write_text(root / "latest", final.name)
-        _export(final, run_dir)
-        _prune(root, keep)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    atomic.write_text(root / "latest", final.name)
+    _export(final, run_dir)
+    _prune(root, keep)
     return final
 
 
@@ -215,20 +194,29 @@ def verify(ckpt: Path) -> None:
 def find_latest(run_dir: str | Path) -> Path | None:
     """The newest complete checkpoint folder of a run (None for a fresh run).
 
-    Leftover ``.tmp-*`` folders from an interrupted save are deleted.
+    Leftover ``.tmp-*`` folders from an interrupted save are deleted. When ``latest`` names a
+    step folder that is gone (deleted to go back to an older checkpoint), the newest step
+    folder that is left is used.
     """
     root = Path(run_dir) / CKPT_DIR
     if not root.is_dir():
         return None
     for leftover in root.glob(".tmp-*"):
         shutil.rmtree(leftover, ignore_errors=True)
+    steps = sorted(p for p in root.glob("step-*") if p.is_dir())
     pointer = root / "latest"
     if pointer.is_file():
         ckpt = root / pointer.read_text().strip()
-        if not ckpt.is_dir():
-            raise CheckpointError(f"{pointer} names {ckpt.name}, which does not exist")
-        return ckpt
-    steps = sorted(p for p in root.glob("step-*") if p.is_dir())
+        if ckpt.is_dir():
+            return ckpt
+        if not steps:
+            raise CheckpointError(
+                f"{pointer} names {ckpt.name}, which does not exist, and no other checkpoint "
+                f"is left; delete {root} to start the run over"
+            )
+        log.warning(
+            "%s names %s, which is gone; resuming from %s", pointer, ckpt.name, steps[-1].name
+        )
     return steps[-1] if steps else None
 
 

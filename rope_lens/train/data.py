@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from rope_lens import atomic
 from rope_lens.errors import CheckpointError, InputError
 from rope_lens.train.corpora import load_texts
 from rope_lens.train.model import BOS_ID, EOS_ID, PAD_ID
@@ -83,14 +81,6 @@ def fingerprint(dataset: str, texts: dict[str, list[str]]) -> str:
     return h.hexdigest()[:12]
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _load_cache(cache_dir: Path) -> DataBundle:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -137,9 +127,8 @@ def prepare_data(
             f"data cache {cache_dir} is missing; build it with "
             f"`rope-lens train --prepare-only --set dataset={dataset}` (source {source})"
         )
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{cache_dir.name}-", dir=root))
-    try:
+    # Another process building the same cache first wins; ours is then discarded.
+    with atomic.folder(cache_dir, replace=False) as tmp:
         tokenizer = train_tokenizer(texts["train"], vocab_size)
         streams = {split: encode_stream(tokenizer, docs) for split, docs in texts.items()}
         tokenizer.save_pretrained(tmp)
@@ -155,18 +144,6 @@ def prepare_data(
             "n_tokens": {s: int(t.numel()) for s, t in streams.items()},
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        try:
-            os.rename(tmp, cache_dir)  # atomic; fails if another process won the race
-        except OSError:
-            if not cache_dir.is_dir():
-                raise
-        _fsync_dir(root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return _load_cache(cache_dir)
 
 

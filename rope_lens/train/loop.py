@@ -16,7 +16,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import math
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +27,7 @@ from typing import Any
 
 import torch
 
-from rope_lens.errors import CheckpointError, InputError
+from rope_lens.errors import CheckpointError, InputError, Terminated
 from rope_lens.io import write_json
 from rope_lens.train import checkpoint as ckpt_io
 from rope_lens.train.config import RESUMABLE_CHANGES, TrainConfig
@@ -35,6 +38,7 @@ from rope_lens.train.metrics import MetricsLog, lr_factor
 from rope_lens.train.model import build_model, count_parameters
 
 RESULTS = "results.json"
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -129,6 +133,92 @@ def train(
     build_data: bool = True,
     stop_after: int | None = None,
     progress: bool = True,
+) -> TrainResult:
+    """Train (or resume) one model; see the module docstring and :func:`_train`.
+
+    The run folder is locked for the whole run (a second ``train`` into it fails at once). A
+    finished run with the same settings is a no-op that returns its saved results. SIGTERM or
+    Ctrl-C finish the current step, save a checkpoint, and then stop the run.
+    """
+    from rope_lens.lock import folder_lock
+
+    run_dir = Path(run_dir)
+    main = int(os.environ.get("RANK", "0")) == 0
+    lock = folder_lock(run_dir, "train") if main else contextlib.nullcontext()
+    with lock:
+        done = _finished(cfg, run_dir) if resume else None
+        if done is not None:
+            return done
+        with _deferred_signals() as stop:
+            return _train(
+                cfg,
+                run_dir,
+                data_root=data_root,
+                resume=resume,
+                build_data=build_data,
+                stop_after=stop_after,
+                progress=progress,
+                stop=stop,
+            )
+
+
+def _finished(cfg: TrainConfig, run_dir: Path) -> TrainResult | None:
+    """The saved result of a finished run with ``cfg``'s settings (None: not finished)."""
+    path = run_dir / RESULTS
+    if not path.is_file():
+        return None
+    try:
+        res = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None  # torn by hand: train and evaluate again
+    if not res.get("completed") or int(res.get("step", -1)) != cfg.steps:
+        return None
+    _check_resume(res.get("train_config", {}), cfg, path)
+    return TrainResult(run_dir, int(res["step"]), completed=True, final=res.get("final", {}))
+
+
+class _Stop:
+    """Set by SIGTERM / SIGINT while training; the loop checkpoints and stops at a step end."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.signum is not None
+
+
+@contextlib.contextmanager
+def _deferred_signals():
+    stop = _Stop()
+
+    def handler(signum, frame) -> None:
+        if stop.signum is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        stop.signum = signum
+
+    previous = {}
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: signals stay as they are
+        pass
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _train(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    data_root: str | Path = "runs/cache",
+    resume: bool = True,
+    build_data: bool = True,
+    stop_after: int | None = None,
+    progress: bool = True,
+    stop: _Stop | None = None,
 ) -> TrainResult:
     """Train (or resume) one model; see the module docstring.
 
@@ -299,8 +389,12 @@ def train(
             )
             for row in ev.values():
                 log.log("eval", step=step, split="valid", length_multiple=1, **row)
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+        if step % cfg.ckpt_every == 0 or step == cfg.steps or stop:
             save(step)
+        if stop:
+            bar.close()
+            logger.warning("stopped: checkpoint at step %d saved; rerun to resume", step)
+            raise Terminated() if stop.signum == signal.SIGTERM else KeyboardInterrupt()
         if stop_after is not None and step >= stop_after and step < cfg.steps:
             bar.close()
             return TrainResult(run_dir, step, completed=False)

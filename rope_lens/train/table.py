@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from rope_lens import atomic
 from rope_lens.errors import CheckpointError, RopeLensError
 from rope_lens.train.config import TrainConfig
 from rope_lens.train.encodings import TABLE2_ENCODINGS, get_encoding
@@ -58,6 +59,32 @@ def grid(datasets: Iterable[str], encodings: Iterable[str], seeds: Iterable[int]
     names = [get_encoding(e).name for e in encodings]
     datasets = list(datasets)
     return [Cell(d, e, s) for s in seeds for d in datasets for e in names]
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: get SIGTERM when the parent dies (Linux ``PR_SET_PDEATHSIG``), so a
+    killed ``table --jobs N`` never leaves orphans training on; exit at once if the parent is
+    already gone. Elsewhere a thread polls the parent."""
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    else:  # pragma: no cover - only Linux is tested
+        import threading
+        import time
+
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(1.0)
+            os._exit(143)
+
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(143)
 
 
 def _run_cell(cfg_dict: dict[str, Any], run_dir: str, data_root: str, threads: int) -> str:
@@ -125,7 +152,12 @@ def run_grid(
         import multiprocessing as mp
 
         # spawn, not fork: the parent has torch (and its thread pools) initialised already.
-        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(
+            jobs,
+            mp_context=mp.get_context("spawn"),
+            initializer=die_with_parent,
+            initargs=(os.getpid(),),
+        ) as pool:
             futures = {pool.submit(_run_cell, *a): a[1] for a in args}
             for fut in as_completed(futures):
                 try:
@@ -341,7 +373,5 @@ def save(runs: pd.DataFrame, summary: pd.DataFrame, out: str | Path) -> dict[str
             f"\n{DATASET_LABELS[d][0]} ordering: "
             + ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in checks.items())
         )
-    tmp = paths["markdown"].with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text("\n".join(parts) + "\n")
-    os.replace(tmp, paths["markdown"])
+    atomic.write_text(paths["markdown"], "\n".join(parts) + "\n")
     return paths

@@ -22,7 +22,7 @@ def test_offline_uncached_hub_model(tmp_path, monkeypatch):
     """Offline and not cached: one line saying how to provide the weights."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
-    with pytest.raises(ModelNotFoundError, match="huggingface-cli download google/gemma-7b"):
+    with pytest.raises(ModelNotFoundError, match="hf download google/gemma-7b"):
         resolve_folder("gemma-7b")
 
 
