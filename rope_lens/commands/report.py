@@ -35,7 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--model", default=None, help="model to analyse (registry name, hub id, folder)")
     p.add_argument(
-        "--results", default=None, help="results folder (default: results/<model> for a model)"
+        "--results",
+        default=None,
+        help="results folder (default: results/<name> for a registry model, "
+        "results/<folder name>-<hash> for a folder or hub id)",
     )
     p.add_argument(
         "--analyses",
@@ -47,6 +50,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output HTML (default: <results>/report.html)")
     p.add_argument("--title", default=None, help="page title (default: from the model name)")
     p.add_argument("--force", action="store_true", help="rerun analyses even if tables exist")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: half the available cores, at most 8)",
+    )
     p.add_argument(
         "--analyze-arg",
         action="append",
@@ -78,17 +87,48 @@ def picked_layers(folder: Path) -> str | None:
     return ",".join(map(str, sorted(layers))) or None
 
 
-def _run_missing(model: str, folder: Path, names: list[str], extra: list[str], force: bool) -> None:
-    """Run each analysis whose table is absent from ``folder`` (or all with ``force``)."""
-    from rope_lens.commands import analyze
-    from rope_lens.errors import RopeLensError
-    from rope_lens.pipeline import run_analysis
+def _is_current(table: Path, model: str) -> bool:
+    """A saved table can be drawn without rerunning: it reads back whole and finite and, for a
+    model folder (a training run that may have kept training), its weights are the folder's
+    weights now. Anything else is rerun, and the pipeline's identity check decides."""
+    from rope_lens import identity, io
+    from rope_lens.errors import CheckpointError
 
-    lm = None  # loaded by the first analysis that runs, then shared by the others
+    if not table.exists():
+        return False
+    try:
+        _df, meta = io.load_table(table)
+    except CheckpointError as err:
+        log.warning("rerunning %s: %s", table.stem, err)
+        return False
+    if Path(model).is_dir() and meta.get("weights_sha256") != identity.weights_fingerprint(model):
+        log.warning("rerunning %s: %s has other weights now", table.stem, model)
+        return False
+    return True
+
+
+def _run_missing(
+    model: str,
+    folder: Path,
+    names: list[str],
+    extra: list[str],
+    force: bool,
+    threads: int | None = None,
+) -> None:
+    """Run each analysis whose table is absent, unreadable or stale in ``folder`` (or all
+    with ``force``). The model is loaded once, by the first analysis that runs; a failure to
+    load it ends the report at once."""
+    from rope_lens import atomic
+    from rope_lens.commands import analyze
+    from rope_lens.errors import InputError
+    from rope_lens.pipeline import load_for, run_request
+    from rope_lens.request import AnalysisRequest
+
+    lm = None
     # Corpus analyses first: the one-prompt ones need the head scores to pick their layers.
     for name in sorted(names, key=lambda n: n in ONE_PROMPT):
         table = folder / f"{name.replace('-', '_')}.parquet"
-        if table.exists() and not force:
+        if not force and _is_current(table, model):
             continue
         own: list[str] = []
         if name in ONE_PROMPT:
@@ -98,37 +138,44 @@ def _run_missing(model: str, folder: Path, names: list[str], extra: list[str], f
                 continue
             prompt = folder / "prompt.txt"
             if not prompt.exists():
-                folder.mkdir(parents=True, exist_ok=True)
-                prompt.write_text(PROMPT, encoding="utf-8")
+                atomic.write_text(prompt, PROMPT)
             own = ["--prompts", str(prompt), "--layers", layers]
         parser = argparse.ArgumentParser(prog=f"rope-lens analyze ({name})")
         analyze.add_arguments(parser)
         argv = ["--model", model, "--analysis", name, "--out", str(folder), "--no-progress"]
         args = parser.parse_args(argv + (["--force"] if force else []) + list(extra) + own)
-        args.command = "analyze"  # as the CLI records it, so the up-to-date check matches
+        req = AnalysisRequest.from_namespace(args).without_irrelevant()
+        if threads is not None:
+            req = req.replace(threads=threads)
+        if lm is None:
+            req.validate()
+            lm = load_for(req)
         try:
-            if lm is None:
-                from rope_lens.models import load_model
-
-                lm = load_model(
-                    model,
-                    device=args.device,
-                    dtype=args.dtype,
-                    revision=args.revision,
-                    trust_remote_code=args.trust_remote_code,
-                )
-            run_analysis(args, lm)
-        except RopeLensError as err:  # e.g. no apostrophe in the prompts: report the rest
+            run_request(req, lm)
+        except InputError as err:  # e.g. no apostrophe in the prompts: report the rest
             log.warning("skipping %s: %s", name, err)
+
+
+def check_out(out: str | None) -> None:
+    """``--out`` names the HTML file: refuse a folder before any work."""
+    from rope_lens.errors import OutputError
+
+    if out is not None and Path(out).is_dir():
+        raise OutputError(
+            f"--out {out} is a folder; give the HTML file to write, e.g. {Path(out) / 'report.html'}"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
     from rope_lens.analyses import ANALYSES
     from rope_lens.errors import InputError
-    from rope_lens.pipeline import slug
+    from rope_lens.request import check_model_name, default_results_dir
     from rope_lens.viz.report import render_report, write_report
     from rope_lens.viz.sections import sections_from_folder
 
+    check_out(args.out)
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {args.threads}")
     target = args.target
     is_folder = target is not None and Path(target).is_dir() and any(Path(target).glob("*.parquet"))
     if is_folder:
@@ -137,14 +184,15 @@ def run(args: argparse.Namespace) -> int:
         model = target or args.model
         if model is None:
             raise InputError("give a results folder or a model name (see `rope-lens models`)")
-        folder = Path(args.results or Path("results") / slug(model))
+        check_model_name(model)
+        folder = Path(args.results) if args.results else default_results_dir(model)
         names = sorted(ANALYSES) if args.analyses == "all" else args.analyses.split(",")
         unknown = sorted(set(names) - set(ANALYSES))
         if unknown:
             raise InputError(
                 f"unknown analyses {unknown}; choose from {', '.join(sorted(ANALYSES))}"
             )
-        _run_missing(model, folder, names, args.analyze_arg, args.force)
+        _run_missing(model, folder, names, args.analyze_arg, args.force, args.threads)
     sections, meta = sections_from_folder(folder)
     if not sections:
         raise InputError(f"{folder} holds no results table the report knows how to draw")

@@ -519,3 +519,42 @@ def test_library_never_imports_the_cli():
             if any(m.startswith(("rope_lens.commands", "rope_lens.cli")) for m in mods):
                 bad.append(f"{name}:{node.lineno}")
     assert bad == []
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def test_report_fails_at_once_on_a_misspelled_model(tmp_path, capsys, monkeypatch):
+    from rope_lens import pipeline
+
+    def no_model(req):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(pipeline, "load_for", no_model)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["report", "--model", "smolm2"]) == 2
+    _one_line(capsys.readouterr().err, "did you mean smollm2-135m")
+    assert not (tmp_path / "results").exists()
+
+
+def test_report_out_folder_is_one_line(tmp_path, capsys):
+    (tmp_path / "dir").mkdir()
+    assert cli.main(["report", "--model", "smollm2-135m", "--out", str(tmp_path / "dir")]) == 2
+    _one_line(capsys.readouterr().err, "is a folder")
+
+
+def test_report_runs_missing_tables_and_drops_options_they_ignore(model, tmp_path, capsys):
+    """`--analyze-arg=--head=1` is meant for the head analyses: band-norm runs without it;
+    a rerun finds the table current and does not recompute it."""
+    results = tmp_path / "res"
+    argv = ["report", "--model", str(model), "--results", str(results), "--analyses", "band-norm"]
+    argv += ["--analyze-arg=--max-tokens=40", "--analyze-arg=--head=1", *PROMPTS]
+    argv = [a for a in argv if a != "--prompts" and a != PROMPTS[-1]]
+    argv += [f"--analyze-arg=--prompts={PROMPTS[-1]}", "--out", str(tmp_path / "r.html")]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    stamp = (results / "band_norm.parquet").stat().st_mtime_ns
+    assert cli.main(argv) == 0
+    assert (results / "band_norm.parquet").stat().st_mtime_ns == stamp
+    _perturb(model)  # the run kept training: the table is stale
+    assert cli.main(argv) == 0
+    assert (results / "band_norm.parquet").stat().st_mtime_ns != stamp
