@@ -5,18 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rope_lens.train.encodings import TABLE2_NAMES  # torch-free: the one Table 2 list
+
 NAME = "table"
 HELP = "train/collect {NoPE, RoPE, p-RoPE variants} x {Wiki, Flan-like} x seeds; print Table 2"
 
-DEFAULT_ENCODINGS = [
-    "nope",
-    "rope",
-    "rope-500k",
-    "0.75-rope-reversed",
-    "0.75-rope-partial",
-    "0.25-rope",
-    "0.75-rope",
-]
+DEFAULT_ENCODINGS = list(TABLE2_NAMES)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -20,13 +20,14 @@ from torch import Tensor
 
 from rope_lens.rope import RopeSpec, angles, p_rope_inv_freq, rotate, rotate_chunks, to_chunks
 
-Encoding = Literal["nope", "rope", "p-rope"]
-ENCODINGS: tuple[Encoding, ...] = ("nope", "rope", "p-rope")
+# The three families of Table 1 (training has more: ``rope_lens.train.encodings.Family``).
+Family = Literal["nope", "rope", "p-rope"]
+ENCODINGS: tuple[Family, ...] = ("nope", "rope", "p-rope")
 LABELS = {"nope": "NoPE", "rope": "RoPE", "p-rope": "p-RoPE"}
 
 
 def encoding_spec(
-    encoding: Encoding, d_head: int, theta: float = 10_000.0, p: float = 0.75
+    encoding: Family, d_head: int, theta: float = 10_000.0, p: float = 0.75
 ) -> RopeSpec:
     """The frequency set of NoPE, RoPE or p-RoPE for one head.
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rope_lens.errors import InputError
+from rope_lens.train.encodings import PositionalEncoding, get_encoding
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class TrainConfig:
 
     preset: str = "cpu"
     model: ModelConfig = field(default_factory=ModelConfig)
-    encoding: str = "rope"
+    encoding: str = "rope"  # any name get_encoding reads; stored in its canonical form
     theta: float = 10_000.0  # the paper's θ for every row except "RoPE θ = 500k"
     seed: int = 0
     dataset: str = "wiki"  # "wiki" or "flan"
@@ -78,6 +79,9 @@ class TrainConfig:
     activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
+        # Parsed once, here: the config carries the canonical name ("0.75-RoPE_reversed" ->
+        # "0.75-rope-reversed"), so run folders, checkpoints and resume checks agree.
+        object.__setattr__(self, "encoding", self.positional_encoding.name)
         if self.dataset not in ("wiki", "flan"):
             raise InputError(f"dataset must be 'wiki' or 'flan', got {self.dataset!r}")
         if self.mixed_precision not in ("auto", "no", "bf16"):
@@ -92,6 +96,11 @@ class TrainConfig:
                 raise InputError(f"{name} must be positive, got {getattr(self, name)}")
         if not self.eval_lengths or min(self.eval_lengths) < 1:
             raise InputError(f"eval_lengths must be positive multiples: {self.eval_lengths}")
+
+    @property
+    def positional_encoding(self) -> PositionalEncoding:
+        """The parsed encoding (raises InputError for an unknown name or bad theta)."""
+        return get_encoding(self.encoding, self.theta)
 
     @property
     def tokens_per_step(self) -> int:

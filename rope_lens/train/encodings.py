@@ -19,7 +19,13 @@ themselves) with frequencies recomputed over ``r``, the rest do not. That is the
 the full-head vector above after a fixed permutation of head coordinates, which a model trained
 from scratch absorbs into W_Q/W_K; ``tests/unit/test_train_encodings.py`` proves it.
 
-The frequency math is ``rope_lens.rope``; this module only names and validates it.
+The frequency math is ``rope_lens.rope``; this module only names and validates it. It is the
+one home of the encoding concept: Table 2's list and labels (:data:`TABLE2_ENCODINGS`, read by
+``rope-lens table``, the Table 2 code and its figures), name parsing (:func:`get_encoding`, run
+once: :class:`~rope_lens.train.config.TrainConfig` stores the canonical name), and writing a
+trained model's exact frequencies into its rotary buffers (:func:`apply_inv_freq`, used by the
+trainer and by ``load_model``). Importing it does not import torch (``rope-lens --help`` reads
+the list), so torch is imported inside the functions that need it.
 """
 
 from __future__ import annotations
@@ -28,18 +34,19 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-from jaxtyping import Float
-from torch import Tensor, nn
-
-from rope_lens import rope
 from rope_lens.errors import CheckpointError, InputError
 
-Kind = Literal["nope", "rope", "p-rope", "reversed", "partial"]
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
-# The seven rows of Table 2, in the paper's order, with the paper's labels.
+    from rope_lens.rope import RopeSpec
+
+# The frequency family of an encoding (not "kind": that word names q/k/v elsewhere).
+Family = Literal["nope", "rope", "p-rope", "reversed", "partial"]
+
+# The seven rows of Table 2, in the paper's order, with the paper's labels: the only copy.
 TABLE2_ENCODINGS: tuple[tuple[str, str], ...] = (
     ("nope", "NoPE"),
     ("rope", "RoPE θ = 10k"),
@@ -55,38 +62,53 @@ _NAME = re.compile(r"^(?P<p>[-+0-9.e]+)-rope(?:-(?P<variant>reversed|partial))?$
 _ROPE = re.compile(r"^rope(?:-(?P<theta>[0-9.]+)(?P<unit>[km]?))?$")
 
 
+TABLE2_NAMES: tuple[str, ...] = tuple(name for name, _ in TABLE2_ENCODINGS)
+TABLE2_LABELS: dict[str, str] = dict(TABLE2_ENCODINGS)
+
+
+def label(name: str) -> str:
+    """The paper's label of an encoding name (the name itself when it is not in Table 2)."""
+    return TABLE2_LABELS.get(name, name)
+
+
 @dataclass(frozen=True)
-class Encoding:
-    """A named positional encoding.
+class PositionalEncoding:
+    """A named positional encoding for training (the theory module's three families are
+    ``rope_lens.theory.kernel.Family``).
 
     Attributes:
         name: canonical name, e.g. ``"0.75-rope"`` (also the run-directory label).
-        kind: which family of frequency vectors.
+        family: which family of frequency vectors.
         p: fraction of frequencies (or dims, for ``partial``) that rotate.
         theta: base wavelength θ.
     """
 
     name: str
-    kind: Kind
+    family: Family
     p: float
     theta: float
 
-    def inv_freq(self, head_dim: int) -> Float[Tensor, " chunk"]:
-        """Frequencies (rad/token) of all ``head_dim / 2`` rotate-half chunks, float64.
+    def inv_freq(self, head_dim: int) -> Tensor:
+        """Frequencies (rad/token) of all ``head_dim / 2`` rotate-half chunks: a float64
+        vector of length ``head_dim / 2``.
 
         Raises:
             InputError: ``head_dim`` odd or < 2.
         """
+        import torch
+
+        from rope_lens import rope
+
         if not isinstance(head_dim, int) or head_dim < 2 or head_dim % 2:
             raise InputError(f"head_dim must be an even integer >= 2, got {head_dim!r}")
         half = head_dim // 2
-        if self.kind == "nope":
+        if self.family == "nope":
             return torch.zeros(half, dtype=torch.float64)
-        if self.kind == "rope":
+        if self.family == "rope":
             return rope.default_inv_freq(self.theta, head_dim)
-        if self.kind == "p-rope":
+        if self.family == "p-rope":
             return rope.p_rope_inv_freq(self.theta, head_dim, self.p)
-        if self.kind == "reversed":
+        if self.family == "reversed":
             return rope.reversed_p_rope_inv_freq(self.theta, head_dim, self.p)
         dim = rope.partial_rotary_dim(head_dim, self.p)
         out = torch.zeros(half, dtype=torch.float64)
@@ -94,9 +116,11 @@ class Encoding:
             out[: dim // 2] = rope.default_inv_freq(self.theta, dim)
         return out
 
-    def rope_spec(self, head_dim: int) -> rope.RopeSpec:
+    def rope_spec(self, head_dim: int) -> RopeSpec:
         """The analysis view: how a trained model of this encoding rotates q and k."""
-        return rope.RopeSpec(
+        from rope_lens.rope import RopeSpec
+
+        return RopeSpec(
             head_dim=head_dim,
             inv_freq=self.inv_freq(head_dim),
             pairing="half",
@@ -112,10 +136,10 @@ class Encoding:
         tests), so a plain ``AutoModelForCausalLM`` load rotates correctly. ``reversed`` and
         ``partial`` have no native form: loaders must apply ``config.rope_lens_inv_freq``.
         """
-        if self.kind == "rope":
+        if self.family == "rope":
             return {"rope_type": "default", "rope_theta": self.theta}
-        if self.kind in ("nope", "p-rope"):
-            p = 0.0 if self.kind == "nope" else self.p
+        if self.family in ("nope", "p-rope"):
+            p = 0.0 if self.family == "nope" else self.p
             return {
                 "rope_type": "proportional",
                 "rope_theta": self.theta,
@@ -125,14 +149,14 @@ class Encoding:
 
     @property
     def hf_native(self) -> bool:
-        return self.kind in ("nope", "rope", "p-rope")
+        return self.family in ("nope", "rope", "p-rope")
 
 
 def _format_p(p: float) -> str:
     return f"{p:g}"
 
 
-def get_encoding(name: str, theta: float = 10_000.0) -> Encoding:
+def get_encoding(name: str, theta: float = 10_000.0) -> PositionalEncoding:
     """Parse an encoding name (see the module table); ``theta`` is the default base.
 
     Raises:
@@ -144,14 +168,14 @@ def get_encoding(name: str, theta: float = 10_000.0) -> Encoding:
     if not (math.isfinite(theta) and theta > 1):
         raise InputError(f"theta must be a finite number > 1, got {theta!r}")
     if key == "nope":
-        return Encoding("nope", "nope", 0.0, theta)
+        return PositionalEncoding("nope", "nope", 0.0, theta)
     if m := _ROPE.match(key):
         if m["theta"] is None:
-            return Encoding("rope", "rope", 1.0, theta)
+            return PositionalEncoding("rope", "rope", 1.0, theta)
         value = float(m["theta"]) * _THETA_SUFFIX[m["unit"]]
         if value <= 1:
             raise InputError(f"encoding {name!r}: θ must be > 1")
-        return Encoding(key, "rope", 1.0, value)
+        return PositionalEncoding(key, "rope", 1.0, value)
     if m := _NAME.match(key):
         try:
             p = float(m["p"])
@@ -160,41 +184,58 @@ def get_encoding(name: str, theta: float = 10_000.0) -> Encoding:
         if not (math.isfinite(p) and 0.0 <= p <= 1.0):
             raise InputError(f"encoding {name!r}: p must be in [0, 1], got {p:g}")
         variant = m["variant"]
-        kind: Kind = {None: "p-rope", "reversed": "reversed", "partial": "partial"}[variant]
+        family: Family = {None: "p-rope", "reversed": "reversed", "partial": "partial"}[variant]
         canonical = f"{_format_p(p)}-rope" + (f"-{variant}" if variant else "")
-        return Encoding(canonical, kind, p, theta)
-    known = ", ".join(n for n, _ in TABLE2_ENCODINGS)
+        return PositionalEncoding(canonical, family, p, theta)
+    known = ", ".join(TABLE2_NAMES)
     raise InputError(
         f"unknown encoding {name!r}; use nope, rope, rope-<θ> (e.g. rope-500k), <p>-rope, "
         f"<p>-rope-reversed or <p>-rope-partial with p in [0, 1] (Table 2: {known})"
     )
 
 
+def _freq_buffers(module: nn.Module) -> list[str]:
+    """Names of a rotary module's frequency buffers: ``inv_freq``, or one per layer type
+    (``sliding_attention_inv_freq``, ``full_attention_inv_freq``: Gemma 3 in transformers 5)."""
+    return [
+        name
+        for name, _ in module.named_buffers(recurse=False)
+        if name == "inv_freq" or (name.endswith("_inv_freq") and "original" not in name)
+    ]
+
+
 def rotary_modules(hf_model: nn.Module) -> list[nn.Module]:
-    """Every rotary-embedding module of an HF model (one for Gemma/Llama: ``model.rotary_emb``)."""
+    """Every rotary-embedding module of an HF model that holds frequency buffers (one for
+    Gemma/Llama: ``model.rotary_emb``)."""
     return [
         m
         for m in hf_model.modules()
-        if "RotaryEmbedding" in type(m).__name__
-        and isinstance(getattr(m, "inv_freq", None), Tensor)
+        if "RotaryEmbedding" in type(m).__name__ and _freq_buffers(m)
     ]
 
 
 def apply_inv_freq(hf_model: nn.Module, inv_freq: Sequence[float] | Tensor) -> None:
     """Write an exact frequency vector into the model's rotary buffers.
 
-    HF keeps ``inv_freq`` and ``original_inv_freq`` as non-persistent buffers recomputed from
-    ``config.rope_parameters`` at load time, so encodings without a native rope type (reversed,
-    partial) must be re-applied after every ``from_pretrained``; the checkpoint stores the vector
-    as ``config.rope_lens_inv_freq``.
+    HF keeps ``inv_freq`` and ``original_inv_freq`` (per layer type on Gemma 3) as
+    non-persistent buffers recomputed from ``config.rope_parameters`` at load time, so
+    encodings without a native rope type (reversed, partial) must be re-applied after every
+    ``from_pretrained``; the checkpoint stores the vector as ``config.rope_lens_inv_freq``.
+
+    This is the one function that does it: the trainer calls it after building a model and
+    ``rope_lens.models.load_model`` after loading a checkpoint. Every frequency buffer of every
+    rotary module gets the vector, and its ``original_*`` twin too (dynamic rope types reset
+    from it).
 
     Args:
-        hf_model: a Gemma/Llama-family model (``GemmaForCausalLM``, ``LlamaModel``, ...).
+        hf_model: an HF causal LM (``GemmaForCausalLM``, ``LlamaModel``, ...).
         inv_freq: ``head_dim / 2`` frequencies in rotate-half order, highest first.
 
     Raises:
         CheckpointError: no rotary module, or a vector of the wrong length.
     """
+    import torch
+
     vec = torch.as_tensor(inv_freq, dtype=torch.float64).detach().cpu()
     modules = rotary_modules(hf_model)
     if not modules:
@@ -202,15 +243,23 @@ def apply_inv_freq(hf_model: nn.Module, inv_freq: Sequence[float] | Tensor) -> N
     if vec.ndim != 1 or not torch.isfinite(vec).all() or (vec < 0).any():
         raise CheckpointError("rope_lens_inv_freq must be a 1-D list of finite values >= 0")
     for module in modules:
-        buf = module.inv_freq
-        if buf.shape != vec.shape:
-            raise CheckpointError(
-                f"rope_lens_inv_freq has {vec.numel()} values but the model's rotary buffer has "
-                f"{buf.numel()} (head_dim / 2); the checkpoint does not match its config"
-            )
-        with torch.no_grad():
-            buf.copy_(vec.to(buf.dtype))
-            if isinstance(getattr(module, "original_inv_freq", None), Tensor):
-                module.original_inv_freq.copy_(vec.to(module.original_inv_freq.dtype))
+        buffers = dict(module.named_buffers(recurse=False))
+        for name in _freq_buffers(module):
+            buf = buffers[name]
+            if buf.shape != vec.shape:
+                raise CheckpointError(
+                    f"rope_lens_inv_freq has {vec.numel()} values but the model's rotary buffer "
+                    f"{name} has {buf.numel()} (head_dim / 2); the checkpoint does not match "
+                    "its config"
+                )
+            original = buffers.get(name.replace("inv_freq", "original_inv_freq"))
+            with torch.no_grad():
+                buf.copy_(vec.to(buf.dtype))
+                if original is not None and original.shape == vec.shape:
+                    original.copy_(vec.to(original.dtype))
         # The frequencies are fixed by training; 1.0 is what every encoding here uses.
         module.attention_scaling = 1.0
+
+
+# The name the trainer's modules import; ``PositionalEncoding`` says what it is.
+Encoding = PositionalEncoding

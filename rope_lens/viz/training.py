@@ -14,18 +14,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from rope_lens.train.encodings import TABLE2_LABELS as ENCODING_LABELS  # Table 2's order, labels
 from rope_lens.viz.style import CATEGORICAL, styled
-
-# Table 2's row order and labels (kept here so plotting never imports the training code).
-ENCODING_LABELS = {
-    "nope": "NoPE",
-    "rope": "RoPE θ = 10k",
-    "rope-500k": "RoPE θ = 500k",
-    "0.75-rope-reversed": "0.75-RoPE_reversed",
-    "0.75-rope-partial": "0.75-RoPE_partial",
-    "0.25-rope": "0.25-RoPE",
-    "0.75-rope": "0.75-RoPE",
-}
 
 
 def _label(encoding: str) -> str:
