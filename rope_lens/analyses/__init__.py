@@ -14,4 +14,5 @@ ANALYSES = {
     "ablation": "rope_lens.analyses.ablation",
     "critical": "rope_lens.analyses.critical",
     "massive-values": "rope_lens.analyses.massive_values",
+    "sinks": "rope_lens.analyses.sinks",
 }
