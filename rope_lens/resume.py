@@ -17,8 +17,9 @@ import json
 import logging
 import time
 import weakref
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from safetensors import safe_open
@@ -119,3 +120,58 @@ def flush_all() -> list[tuple[Path, int]]:
         if done:
             out.append((ckpt.path, done))
     return out
+
+
+@runtime_checkable
+class Resumable(Protocol):
+    """A reducer whose partial sums can be checkpointed: ``state()`` returns named tensors and
+    JSON-able scalars; ``load_state`` puts them back (on the reducer's device)."""
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]: ...
+
+    def load_state(self, tensors: dict[str, torch.Tensor], extra: dict[str, Any]) -> None: ...
+
+
+def resumable(
+    options: dict[str, Any], reducers: Sequence[Resumable]
+) -> tuple[int, Callable[[int], None] | None, Callable[[], None]]:
+    """Checkpointing for any analysis whose reducers are :class:`Resumable`.
+
+    Reads ``options["checkpoint"]`` (the file), ``options["checkpoint_key"]`` (the result's
+    identity) and ``options["checkpoint_every_s"]`` as the pipeline passes them; without a
+    checkpoint path it does nothing. Usage inside an analysis::
+
+        skip, after_batch, finished = resume.resumable(options, [bands, scores])
+        run_batches(lm, make_batches(), ..., skip=skip, after_batch=after_batch)
+        finished()  # the table is about to be saved: the partial file goes
+
+    Returns:
+        batches already reduced (to skip), a per-batch callback for ``run_batches`` (None
+        without checkpointing) and a callback that removes the checkpoint.
+    """
+    path = options.get("checkpoint")
+    if not path:
+        return 0, None, lambda: None
+    key = options.get("checkpoint_key") or options.get("inputs_sha256") or ""
+    ckpt = Checkpointer(Path(path), key, every_s=float(options.get("checkpoint_every_s", 60.0)))
+    skip = 0
+    restored = ckpt.load()
+    if restored is not None:
+        skip, tensors, extra = restored
+        for i, reducer in enumerate(reducers):
+            prefix = f"{i}:"
+            reducer.load_state(
+                {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)},
+                extra.get(str(i), {}),
+            )
+
+    def after_batch(done: int) -> None:
+        tensors: dict[str, torch.Tensor] = {}
+        extra: dict[str, Any] = {}
+        for i, reducer in enumerate(reducers):
+            t, e = reducer.state()
+            tensors.update({f"{i}:{k}": v for k, v in t.items()})
+            extra[str(i)] = e
+        ckpt.maybe_save(done, tensors, extra)
+
+    return skip, after_batch, ckpt.clear

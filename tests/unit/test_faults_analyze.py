@@ -558,3 +558,53 @@ def test_report_runs_missing_tables_and_drops_options_they_ignore(model, tmp_pat
     _perturb(model)  # the run kept training: the table is stale
     assert cli.main(argv) == 0
     assert (results / "band_norm.parquet").stat().st_mtime_ns != stamp
+
+
+def test_generic_resumable_reducers_resume_exactly(tmp_path):
+    """The protocol any analysis can adopt: two reducers, killed after batch 3, resumed."""
+    from rope_lens import resume
+
+    class Sum:
+        def __init__(self, scale):
+            self.scale, self.total, self.n = scale, torch.zeros(3, dtype=torch.float64), 0
+
+        def update(self, x):
+            self.total += x * self.scale
+            self.n += 1
+
+        def state(self):
+            return {"total": self.total}, {"n": self.n}
+
+        def load_state(self, tensors, extra):
+            self.total, self.n = tensors["total"].clone(), extra["n"]
+
+    data = [torch.arange(3, dtype=torch.float64) + i for i in range(7)]
+
+    def run(reducers, options, die_at=None):
+        skip, after, finished = resume.resumable(options, reducers)
+        for i, x in enumerate(data):
+            if i < skip:
+                continue
+            if i == die_at:
+                raise KeyboardInterrupt
+            for r in reducers:
+                r.update(x)
+            if after:
+                after(i + 1)
+        finished()
+        return reducers
+
+    opts = {"checkpoint": tmp_path / ".p.safetensors", "checkpoint_key": "k"}
+    opts["checkpoint_every_s"] = 1e-9
+    with pytest.raises(KeyboardInterrupt):
+        run([Sum(1.0), Sum(2.0)], opts, die_at=3)
+    resumed = run([Sum(1.0), Sum(2.0)], opts)
+    full = run([Sum(1.0), Sum(2.0)], {})
+    for a, b in zip(resumed, full):
+        assert torch.equal(a.total, b.total) and a.n == b.n == 7
+    assert not (tmp_path / ".p.safetensors").exists()
+    # another key (other model, options or tokens): a fresh start, not a wrong resume
+    with pytest.raises(KeyboardInterrupt):
+        run([Sum(1.0), Sum(2.0)], opts, die_at=3)
+    other = run([Sum(1.0), Sum(2.0)], {**opts, "checkpoint_key": "other"})
+    assert [r.n for r in other] == [7, 7]
