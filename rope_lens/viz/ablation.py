@@ -24,6 +24,30 @@ def _sweeps(df: pd.DataFrame):
     return swept.groupby(["ablation", "sweep"], sort=False)
 
 
+def _which(word: str, ids: object) -> str:
+    """``("layer", "all")`` -> "every layer"; ``("head", "1,2")`` -> "heads 1, 2"."""
+    text = str(ids)
+    if text == "all":
+        return f"every {word}"
+    return f"{word}{'s' if ',' in text else ''} {text.replace(',', ', ')}"
+
+
+def ablated_scope(df: pd.DataFrame) -> str:
+    """Which layers and heads the ablations touched, in words, e.g. ``"layer 3, heads 2"``
+    or ``"every layer and head"`` (one clause per distinct scope when configurations differ)."""
+    if "ablated_layers" not in df:
+        return "every layer and head"
+    rows = df[df["ablation"] != "none"]
+    scopes = rows[["ablated_layers", "ablated_heads"]].drop_duplicates()
+    parts = []
+    for layers, heads in scopes.itertuples(index=False):
+        if str(layers) == "all" and str(heads) == "all":
+            parts.append("every layer and head")
+            continue
+        parts.append(f"{_which('layer', layers)}, {_which('head', heads)}")
+    return "; ".join(parts) if parts else "nothing (baseline only)"
+
+
 def _band_text(r) -> str:
     return f"chunks {int(r.band_lo)}:{int(r.band_hi)} ({r.band_fraction:.0%} of frequencies)"
 
@@ -68,7 +92,10 @@ def ablation_curves(df: pd.DataFrame, title: str | None = None) -> go.Figure:
     base = df["base_loss"].iloc[0] if len(df) else float("nan")
     model = df["model"].iloc[0] if len(df) else ""
     return styled(
-        fig, title or f"Inference-time frequency ablations ({model}; base loss {base:.3f})"
+        fig,
+        title
+        or f"Inference-time frequency ablations ({model}; base loss {base:.3f})"
+        f"<br><sup>ablated: {ablated_scope(df)}</sup>",
     )
 
 
@@ -105,4 +132,9 @@ def head_survival(df: pd.DataFrame, title: str | None = None) -> go.Figure:
             )
         fig.update_xaxes(title_text="fraction of chunks ablated", tickformat=".0%", row=1, col=col)
     fig.update_yaxes(title_text="mean score", range=[0, 1.02], row=1, col=1)
-    return styled(fig, title or "Do positional heads survive frequency ablations?")
+    return styled(
+        fig,
+        title
+        or "Do positional heads survive frequency ablations?"
+        f"<br><sup>ablated: {ablated_scope(df)}</sup>",
+    )

@@ -55,14 +55,52 @@ def _layer_labels(df: pd.DataFrame, layers: list, kind: str) -> list[str]:
     return [f"layer {ly} ({types[ly]})<br>mean over {n_heads[ly]} {unit}" for ly in layers]
 
 
+def _theta(freqs: np.ndarray) -> float | None:
+    """The base θ of a default-spaced frequency ladder (None when it is not one)."""
+    f = freqs[freqs > 0]
+    if len(f) < 2:
+        return None
+    ratio = f[:-1] / f[1:]
+    if not np.allclose(ratio, ratio[0], rtol=1e-3):
+        return None
+    return float(ratio[0] ** len(freqs))
+
+
+def frequency_groups(sub: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The rows of one kind split by layer type when the types rotate at different
+    frequencies (Gemma 3: sliding layers θ = 10k, full layers θ = 1M), each with a label such as
+    ``"sliding_attention layers (θ = 1e+04)"``; one group when every layer shares them."""
+    ladders = (
+        sub.groupby(["layer_type", "chunk"], sort=True)["frequency"].first().unstack("chunk")
+    )
+    if len(ladders) < 2 or np.allclose(ladders.to_numpy(), ladders.to_numpy()[0], rtol=1e-6):
+        return [("", sub)]
+    order = sub.drop_duplicates("layer_type").sort_values("layer")["layer_type"]
+    groups = []
+    for layer_type in order:
+        theta = _theta(ladders.loc[layer_type].to_numpy())
+        rows = sub[sub["layer_type"] == layer_type]
+        layers = sorted(rows["layer"].unique())
+        label = f"{layer_type} layers ({len(layers)})"
+        groups.append((label + (f", θ = {theta:.0e}" if theta else ""), rows))
+    return groups
+
+
 def layer_frequency_heatmap(
     df: pd.DataFrame, kind: str = "q", title: str | None = None, zmax: float | None = None
 ) -> go.Figure:
-    """Layer x frequency mean chunk norms of one kind, averaged over heads (Figs 3, 10, 13)."""
+    """Layer x frequency mean chunk norms of one kind, averaged over heads (Figs 3, 10, 13).
+
+    Layer types with different frequencies (Gemma 3's sliding and full layers) get one panel
+    each, with that type's own frequency and wavelength axes and one shared colour scale.
+    """
     sub = _one_kind(df, kind)
-    z, freq, wave, layers = _grid(sub, "layer")
     if title is None:
         title = f"{KIND_NAMES[kind]} frequency usage per layer ({sub['model'].iloc[0]})"
+    groups = frequency_groups(sub)
+    if len(groups) > 1:
+        return band_norm_panels(dict(groups), kind=kind, title=title, shared_scale=True)
+    z, freq, wave, layers = _grid(sub, "layer")
     return chunk_heatmap(
         z,
         layers,
@@ -176,11 +214,14 @@ def band_norm_panels(
 
 
 def qkv_panels(df: pd.DataFrame, title: str | None = None) -> go.Figure:
-    """Fig 13: per-layer mean chunk norms of queries, keys and values side by side."""
-    frames = {
-        f"({chr(97 + i)}) {KIND_NAMES[k]} frequency usage per layer": df[df["kind"] == k]
-        for i, k in enumerate(kind for kind in ("q", "k", "v") if kind in set(df["kind"]))
-    }
+    """Fig 13: per-layer mean chunk norms of queries, keys and values side by side (one panel
+    per kind and, when they rotate differently, per layer type: see :func:`frequency_groups`)."""
+    frames = {}
+    kinds = [kind for kind in ("q", "k", "v") if kind in set(df["kind"])]
+    for i, k in enumerate(kinds):
+        for label, rows in frequency_groups(df[df["kind"] == k]):
+            name = f"({chr(97 + i)}) {KIND_NAMES[k]} frequency usage per layer"
+            frames[f"{name}<br>{label}" if label else name] = rows
     return band_norm_panels(frames, title=title or f"q, k, v chunk norms ({df['model'].iloc[0]})")
 
 

@@ -31,7 +31,8 @@ from rope_lens.viz.style import styled
 
 @dataclass
 class Attention:
-    """One circuitsvis attention view: tokens and patterns ``[heads][query][key]``."""
+    """One circuitsvis attention view: tokens, patterns ``[heads][query][key]`` and one name
+    per head (shown on its selector tile, e.g. ``"L3 H2"``)."""
 
     tokens: list[str]
     patterns: Any  # array or nested lists, heads x query x key
@@ -130,13 +131,16 @@ def _attention_html(view: Attention, div_id: str, nonce: str) -> str:
             "tokens": [html.escape(str(t)) for t in view.tokens],
             "attention": patterns,
             "attentionHeadNames": [html.escape(str(h)) for h in view.head_names],
+            "maskUpperTri": True,
         }
     )
     title = f"<h3>{html.escape(view.title)}</h3>" if view.title else ""
+    # AttentionHeads, not the deprecated AttentionPatterns: only it reads attentionHeadNames
+    # (AttentionPatterns labels every head "Head 0", "Head 1", ...).
     return (
         f'{title}<div id="{div_id}" class="attention"></div>\n'
         f'<script nonce="{nonce}">CircuitsVis.render("{div_id}", '
-        f"CircuitsVis.AttentionPatterns, {props});</script>"
+        f"CircuitsVis.AttentionHeads, {props});</script>"
     )
 
 

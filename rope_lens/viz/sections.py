@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rope_lens.viz.paper import RECIPES, Tables, kind_of, pick_head
+from rope_lens.viz.paper import RECIPES, ROLES, Tables, kind_of, pick_head
 from rope_lens.viz.report import Attention, Section
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,8 @@ def attention_views(t: Tables) -> list[Attention]:
             zip(sub["query_pos"], sub["query_token"])
         )
         toks = [str(text.get(i, "")) for i in range(n)]
-        views.append(Attention(toks, pattern, [f"L{layer}H{head}"], f"{role}: L{layer}H{head}"))
+        label = f"Layer {layer} Head {head}"
+        views.append(Attention(toks, pattern, [label], f"{ROLES[role][1]}: {label}"))
     return views
 
 
@@ -138,6 +139,10 @@ def build_sections(tables: Tables, metas: dict[str, dict], model: str) -> list[S
             continue
         summary = _summary(module, tables[kind])
         paragraphs = [what, paper, inputs_line(metas.get(kind, {}))]
+        if kind == "ablation":
+            from rope_lens.viz.ablation import ablated_scope
+
+            paragraphs.append(f"Ablated here: {ablated_scope(tables[kind])}.")
         last = summary.strip().splitlines()[-1] if kind == "band_norm" and summary.strip() else ""
         if last:
             paragraphs.append(f"This model — {last} (thirds of the rotating chunks).")

@@ -51,7 +51,7 @@ def test_plotly_js_inlined_once_and_circuitsvis_only_when_needed():
     assert "var CircuitsVis" not in page
     with_attention = _page(attention=[Attention(["a", "b"], attention(2), ["h0", "h1"])])
     assert with_attention.count("var CircuitsVis") == 1
-    assert "CircuitsVis.AttentionPatterns" in with_attention
+    assert "CircuitsVis.AttentionHeads" in with_attention
 
 
 def test_safe_json_cannot_close_a_script():
