@@ -219,3 +219,35 @@ class AnalysisRequest:
     def numeric_options(self) -> dict[str, Any]:
         """Every option that can change the numbers (part of the table's identity)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in NOT_NUMERIC}
+
+
+# Options every analysis reads (``Lens.run`` keyword names), beside its head options.
+COMMON_OPTIONS = ("checkpoint", "checkpoint_every_s", "checkpoint_key", "inputs_sha256")
+
+
+def options_for(analysis: str) -> set[str]:
+    """The keyword options ``analysis`` reads (head options only where they apply)."""
+    return {o for o, users in HEAD_OPTION_USERS.items() if analysis in users} | set(COMMON_OPTIONS)
+
+
+def check_options(analysis: str, options: dict[str, Any]) -> None:
+    """Refuse options ``analysis`` does not read, with a close-name suggestion
+    (``hed=3`` -> "did you mean head?"), instead of quietly running the default.
+
+    Raises:
+        InputError: naming the option, the suggestion and the options that apply.
+    """
+    import difflib
+
+    known = options_for(analysis)
+    everything = set(HEAD_OPTION_USERS) | set(COMMON_OPTIONS)
+    for name in options:
+        if name in known:
+            continue
+        if name in everything:
+            users = ", ".join(HEAD_OPTION_USERS.get(name, ()))
+            raise InputError(f"option {name!r} does not apply to {analysis} (read by {users})")
+        close = difflib.get_close_matches(name, sorted(everything), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        shown = ", ".join(sorted(known - set(COMMON_OPTIONS))) or "none"
+        raise InputError(f"unknown option {name!r} for {analysis}{hint} (it takes: {shown})")

@@ -608,3 +608,34 @@ def test_generic_resumable_reducers_resume_exactly(tmp_path):
         run([Sum(1.0), Sum(2.0)], opts, die_at=3)
     other = run([Sum(1.0), Sum(2.0)], {**opts, "checkpoint_key": "other"})
     assert [r.n for r in other] == [7, 7]
+
+
+def test_misspelled_analysis_options_are_refused_with_a_suggestion():
+    from rope_lens.errors import InputError
+    from rope_lens.request import check_options
+
+    check_options("ablation", {"head": 3, "band": "0:8"})
+    with pytest.raises(InputError, match="did you mean 'head'"):
+        check_options("decompose", {"hed": 3})
+    with pytest.raises(InputError, match="did you mean 'band'"):
+        check_options("ablation", {"bnd": "0:8"})
+    with pytest.raises(InputError, match="does not apply to band-norm"):
+        check_options("band-norm", {"head": 3})
+
+
+def test_report_full_disk_is_one_line_and_keeps_the_old_page(model, tmp_path, capsys, monkeypatch):
+    from rope_lens import atomic
+
+    out = tmp_path / "out"
+    assert _analyze(capsys, "--model", str(model), "--out", str(out), *SMALL)[0] == 0
+    page = tmp_path / "r.html"
+    page.write_text("old page")
+
+    def full(path, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(atomic, "write_file", full)
+    monkeypatch.setattr(atomic, "write_text", full)
+    assert cli.main(["report", str(out), "--out", str(page)]) == 2
+    _one_line(capsys.readouterr().err, "No space left on device")
+    assert page.read_text() == "old page"
