@@ -186,28 +186,38 @@ def band_of(frequency: float, rotating: Sequence[float]) -> str:
 
 
 def summarize(df: pd.DataFrame) -> str:
-    """Per layer: in which third of the frequency range the largest mean q and k norms sit."""
-    lines = ["layer  type                q: argmax chunk (band)   k: argmax chunk (band)"]
-    for (layer, layer_type), sub in df[df.kind.isin(["q", "k"])].groupby(["layer", "layer_type"]):
-        head0 = sub[(sub.kind == "q") & (sub["head"] == 0)]
-        freq_of = dict(zip(head0.chunk.astype(int), head0.frequency.astype(float)))
-        rotating = [f for f in freq_of.values() if f > 0]
-        cells = []
+    """Per layer and kind (q, k): the chunk with the largest mean norm (averaged over heads),
+    its frequency, wavelength and third of the rotating frequencies, in aligned columns."""
+    qk = df[df.kind.isin(["q", "k"])]
+    n_tokens = int(qk["n_tokens"].max()) if "n_tokens" in qk and len(qk) else 0
+    model = str(df["model"].iloc[0]) if "model" in df and len(df) else "?"
+    width = max([len("type"), *(len(str(t)) for t in qk["layer_type"].unique())])
+    lines = [
+        f"{model}: largest mean chunk norm per layer, over {n_tokens:,} tokens "
+        "(chunk 0 = highest frequency; band = third of the rotating frequencies)",
+        f"{'layer':>5}  {'type':<{width}}  {'kind':<4}  {'chunk':>5}  {'band':<6}  "
+        f"{'rad/token':>9}  {'wavelength':>10}  {'mean norm':>9}",
+    ]
+    counts = dict.fromkeys(("high", "middle", "low", "none"), 0)
+    for (layer, layer_type), sub in qk.groupby(["layer", "layer_type"]):
+        ladder = sub.drop_duplicates("chunk").set_index("chunk")
+        rotating = [float(f) for f in ladder["frequency"] if f > 0]
         for kind in ("q", "k"):
             per_chunk = sub[sub.kind == kind].groupby("chunk").mean_norm.mean()
             if per_chunk.empty:
-                cells.append("-".ljust(24))
                 continue
             top = int(per_chunk.idxmax())
-            band = band_of(freq_of.get(top, 0.0), rotating)
-            cells.append(f"{top:>4} ({band}) {per_chunk.max():8.2f}".ljust(24))
-        lines.append(f"{layer:>5}  {layer_type:<18}  {cells[0]} {cells[1]}")
-    counts = {}
-    for line in lines[1:]:
-        for band in ("high", "middle", "low"):
-            counts[band] = counts.get(band, 0) + line.count(f"({band})")
+            freq = float(ladder.loc[top, "frequency"])
+            wave = float(ladder.loc[top, "wavelength"])
+            band = band_of(freq, rotating)
+            counts[band] += 1
+            lines.append(
+                f"{layer:>5}  {layer_type:<{width}}  {kind:<4}  {top:>5}  {band:<6}  "
+                f"{freq:>9.3g}  {wave:>10.4g}  {per_chunk.max():>9.3f}"
+            )
     lines.append(
         "largest-norm chunks by band (q and k over layers): "
-        + ", ".join(f"{b} {counts.get(b, 0)}" for b in ("high", "middle", "low"))
+        + ", ".join(f"{b} {counts[b]}" for b in ("high", "middle", "low"))
+        + (f", unrotated {counts['none']}" if counts["none"] else "")
     )
     return "\n".join(lines)

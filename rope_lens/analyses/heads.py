@@ -175,15 +175,24 @@ def analyze(
 
 
 def summarize(df: pd.DataFrame) -> str:
-    """Head counts per class and the strongest heads of each positional class."""
+    """Head counts per class and the five strongest heads by each positional score, in aligned
+    columns with three decimals (a listed 0.498 is below the 0.5 threshold, so its class may be
+    "other")."""
     counts = df.head_class.value_counts()
+    n_queries = int(df.n_queries.iloc[0]) if len(df) else 0
     lines = [
-        f"{df.model.iloc[0]}: {len(df)} heads; "
-        + ", ".join(f"{c} {int(counts.get(c, 0))}" for c in CLASSES)
-        + f" (threshold {THRESHOLD}, {int(df.n_queries.iloc[0]):,} queries per layer)"
+        f"{df.model.iloc[0]}: {len(df)} heads, {n_queries:,} counted queries per layer. A head's "
+        f"class is its largest score when that score is >= {THRESHOLD} (else other).",
+        f"{'class':<15}  {'heads':>5}",
+        *(f"{c:<15}  {int(counts.get(c, 0)):>5}" for c in CLASSES),
+        "",
+        f"{'score':<11}  {'rank':>4}  {'layer':>5}  {'head':>4}  {'value':>6}  class",
     ]
     for score in ("diag_score", "prev_score"):
         top = df.sort_values(score, ascending=False).head(5)
-        cells = ", ".join(f"L{r.layer}H{r.head} {getattr(r, score):.2f}" for r in top.itertuples())
-        lines.append(f"top {score}: {cells}")
+        for rank, r in enumerate(top.itertuples(), 1):
+            lines.append(
+                f"{score:<11}  {rank:>4}  {r.layer:>5}  {r.head:>4}  "
+                f"{getattr(r, score):>6.3f}  {r.head_class}"
+            )
     return "\n".join(lines)

@@ -115,7 +115,21 @@ def test_summary_names_bands(tiny_lm):
     lm = tiny_lm("llama")
     df = band_norms.run(lm, [one_batch(lm, TEXTS)], [0, 1], progress=False)
     text = band_norms.summarize(df)
-    assert "largest-norm chunks by band" in text and text.count("(") >= 4
+    assert "largest-norm chunks by band" in text
+    lines = text.splitlines()
+    header = lines[1].split()
+    assert header == ["layer", "type", "kind", "chunk", "band", "rad/token", "wavelength", "mean", "norm"]
+    rows = lines[2:-1]
+    assert len(rows) == 4  # layers 0, 1 x q, k
+    assert len({len(r) for r in rows} | {len(lines[1])}) == 1  # one width: columns line up
+    n_tokens = int(df["n_tokens"].max())
+    assert f"over {n_tokens:,} tokens" in lines[0]
+    for row in rows:  # the peak chunk's own frequency and wavelength
+        layer, _, kind, chunk, band, freq, wave, _ = row.split()
+        hit = df[(df.layer == int(layer)) & (df.chunk == int(chunk))].iloc[0]
+        assert float(freq) == pytest.approx(hit.frequency, rel=2e-3)
+        assert float(wave) == pytest.approx(hit.wavelength, rel=2e-3)
+        assert band in ("high", "middle", "low")
 
 
 def test_interrupted_run_resumes_to_the_same_table(tiny_lm, tmp_path):
