@@ -15,4 +15,5 @@ ANALYSES = {
     "critical": "rope_lens.analyses.critical",
     "massive-values": "rope_lens.analyses.massive_values",
     "sinks": "rope_lens.analyses.sinks",
+    "passkey": "rope_lens.analyses.passkey",
 }

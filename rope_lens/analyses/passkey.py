@@ -25,9 +25,12 @@ Columns (one table; ``probe`` says which rows are which):
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import logging
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -47,6 +50,8 @@ FILLER = (
 )
 NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key. "
 QUESTION = "\nWhat is the pass key? The pass key is"
+
+log = logging.getLogger(__name__)
 
 VARIANTS = ("as-trained", "p-rope", "linear", "dynamic", "yarn", "llama3")
 SCALINGS = ("linear", "dynamic", "yarn", "llama3")
@@ -160,3 +165,329 @@ def accuracy(
 
         run_batches(lm, [_batch(rows, pad)], on_logits=keep, progress=False, **plug)
     return sum(hits) / len(hits)
+
+
+# ---------------------------------------------------------------------------------------------
+# Variants: inference-time p-RoPE and RoPE scaling through rope_parameters
+# ---------------------------------------------------------------------------------------------
+
+
+def _text_config(lm: LoadedModel):
+    cfg = lm.hf_model.config
+    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+
+def scaled_parameters(params: dict, variant: str, factor: float, context: int) -> dict:
+    """One layer type's ``rope_parameters`` with the scaling rule ``variant`` at ``factor``
+    (``context``: the trained context, the rule's ``original_max_position_embeddings``)."""
+    base = {"rope_theta": params["rope_theta"]}
+    if "partial_rotary_factor" in params:
+        base["partial_rotary_factor"] = params["partial_rotary_factor"]
+    if variant == "linear":
+        return {**base, "rope_type": "linear", "factor": factor}
+    if variant == "dynamic":
+        return {**base, "rope_type": "dynamic", "factor": factor}
+    if variant == "yarn":
+        return {
+            **base,
+            "rope_type": "yarn",
+            "factor": factor,
+            "original_max_position_embeddings": context,
+        }
+    if variant == "llama3":
+        return {
+            **base,
+            "rope_type": "llama3",
+            "factor": factor,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": context,
+        }
+    raise InputError(f"unknown RoPE scaling {variant!r}; choose from {', '.join(SCALINGS)}")
+
+
+def _rotary_modules(model) -> list[tuple[object, str, object]]:
+    return [
+        (parent, child_name, child)
+        for parent in model.modules()
+        for child_name, child in parent.named_children()
+        if child_name.startswith("rotary_emb")
+    ]
+
+
+@contextlib.contextmanager
+def rope_variant(lm: LoadedModel, variant: str, factor: float, context: int) -> Iterator[dict]:
+    """Run ``lm`` with its full-attention layers' ``rope_parameters`` set to ``variant`` at
+    ``factor`` (sliding layers keep theirs: no distance beyond their window is ever seen).
+    transformers rebuilds the rotary module from the edited config; the original module and
+    config are restored on exit. Yields the new ``rope_parameters``."""
+    cfg = _text_config(lm)
+    new_cfg = copy.deepcopy(cfg)
+    params = copy.deepcopy(cfg.rope_parameters)
+    types = sorted(set(getattr(cfg, "layer_types", None) or ["full_attention"]))
+    if all(t in params for t in types):  # per layer type (Gemma 3)
+        for t in types:
+            if "sliding" not in t:
+                params[t] = scaled_parameters(params[t], variant, factor, context)
+    else:
+        params = scaled_parameters(params, variant, factor, context)
+    new_cfg.rope_parameters = params
+    if variant == "dynamic":  # dynamic NTK only kicks in past the config's context
+        new_cfg.max_position_embeddings = context
+    swaps = []
+    for parent, name, module in _rotary_modules(lm.hf_model):
+        device = next(iter(module.buffers())).device
+        kwargs = {}
+        if hasattr(module, "layer_type"):
+            kwargs["layer_type"] = module.layer_type
+        swaps.append((parent, name, module, type(module)(config=new_cfg, **kwargs).to(device)))
+    if not swaps:
+        raise InputError(f"{lm.name} has no rotary module to rescale")
+    try:
+        for parent, name, _, new in swaps:
+            setattr(parent, name, new)
+        yield params
+    finally:
+        for parent, name, old, _ in swaps:
+            setattr(parent, name, old)
+
+
+def p_rope_edits(lm: LoadedModel, p: float) -> list:
+    """Inference-time p-RoPE: the lowest ``1 - p`` of every layer's chunks rotation-free
+    (the ablation machinery's ``rotation-free`` band)."""
+    from rope_lens.analyses.ablation import Ablation, ablation_hooks
+
+    if not 0 <= p <= 1:
+        raise InputError(f"--p must be in [0, 1], got {p}")
+    n = lm.head_dim // 2
+    ab = Ablation("rotation-free", round(p * n), n, tuple(range(lm.n_layers)))
+    return ablation_hooks(lm, ab)
+
+
+@contextlib.contextmanager
+def variant_edits(lm: LoadedModel, variant: str, factor: float, context: int, p: float):
+    """Edits to run with (as ``accuracy`` takes them) for ``variant``."""
+    if variant == "as-trained":
+        yield []
+    elif variant == "p-rope":
+        yield p_rope_edits(lm, p)
+    elif variant in SCALINGS:
+        with rope_variant(lm, variant, factor, context):
+            yield []
+    else:
+        raise InputError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss by position
+# ---------------------------------------------------------------------------------------------
+
+
+def long_sequences(make_batches, bos_token_id: int | None, length: int, n: int) -> list[list[int]]:
+    """``n`` sequences of ``length`` tokens cut from the corpus' texts joined end to end
+    (BOS first when the model has one); fewer if the corpus is too short."""
+    stream: list[int] = []
+    need = n * length
+    for batch in make_batches():
+        for row in range(batch.input_ids.shape[0]):
+            real = batch.attention_mask[row].bool()
+            ids = batch.input_ids[row][real].tolist()
+            if bos_token_id is not None and ids and ids[0] == bos_token_id:
+                ids = ids[1:]
+            stream.extend(ids)
+        if len(stream) >= need:
+            break
+    head = [bos_token_id] if bos_token_id is not None else []
+    body = length - len(head)
+    return [head + stream[i * body : (i + 1) * body] for i in range(len(stream) // body)][:n]
+
+
+def loss_by_position(
+    lm: LoadedModel, seqs: Sequence[Sequence[int]], edits: Sequence, bucket: int
+) -> list[tuple[int, int, float, int]]:
+    """(lo, hi, mean nll, n targets) per position bucket [lo, hi) of the predicted token."""
+    plug = (
+        {"taps": list(edits)}
+        if getattr(lm, "backend", "tl") == "native"
+        else {"hooks": list(edits)}
+    )
+    width = max(len(s) for s in seqs)
+    n_buckets = math.ceil(width / bucket)
+    nll = torch.zeros(n_buckets, dtype=torch.float64)
+    count = torch.zeros(n_buckets, dtype=torch.long)
+    for seq in seqs:
+        ids = torch.tensor([list(seq)])
+
+        def keep(logits, batch, ids=ids):
+            logp = torch.log_softmax(logits[0, :-1].float(), -1)
+            tgt = batch.input_ids[0, 1:].to(logp.device)
+            loss = -logp.gather(-1, tgt[:, None])[:, 0].double().cpu()
+            where = torch.arange(1, ids.shape[1]) // bucket
+            nll.index_add_(0, where, loss)
+            count.index_add_(0, where, torch.ones_like(where))
+
+        batch = Batch(
+            ids,
+            torch.ones_like(ids),
+            torch.arange(ids.shape[1])[None],
+            torch.ones_like(ids, dtype=torch.bool),
+        )
+        run_batches(lm, [batch], on_logits=keep, progress=False, **plug)
+    return [
+        (b * bucket, (b + 1) * bucket, float(nll[b] / count[b]), int(count[b]))
+        for b in range(n_buckets)
+        if count[b] > 0
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The analysis
+# ---------------------------------------------------------------------------------------------
+
+
+def run(
+    lm: LoadedModel,
+    make_batches,
+    lengths: Sequence[int] = (256, 512, 1024),
+    variants: Sequence[str] = VARIANTS,
+    n_prompts: int = 5,
+    p: float = 0.75,
+    seed: int = 0,
+    context: int | None = None,
+    loss_len: int | None = None,
+    loss_seqs: int = 1,
+    bucket: int | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Passkey accuracy per (variant, length); loss by position per variant when
+    ``loss_len`` is given. Scaling factor per length: max(1, length / context)."""
+    from rope_lens.analyses.critical import trained_context
+
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        raise InputError(f"unknown variant {bad[0]!r}; choose from {', '.join(VARIANTS)}")
+    if not lengths or min(lengths) < 32:
+        raise InputError("passkey lengths must be at least 32 tokens")
+    if n_prompts < 1:
+        raise InputError(f"--passkey-prompts must be at least 1, got {n_prompts}")
+    ctx = context or trained_context(lm, "full_attention")[0]
+    rows = []
+    for length in lengths:
+        prompts = make_prompts(lm.tokenizer, lm.bos_token_id, length, n_prompts, seed)
+        factor = max(1.0, length / ctx)
+        for variant in variants:
+            with variant_edits(lm, variant, factor, ctx, p) as edits:
+                acc = accuracy(lm, prompts, edits)
+            rows.append(
+                {
+                    "probe": "passkey",
+                    "variant": variant,
+                    "length": length,
+                    "n_tokens": sum(len(q.ids) for q in prompts) / len(prompts),
+                    "accuracy": acc,
+                    "n_prompts": len(prompts),
+                    "factor": factor if variant in SCALINGS else 1.0,
+                    "p": p if variant == "p-rope" else 1.0,
+                }
+            )
+            if progress:
+                log.info("passkey %s %s %d: %.0f%%", lm.name, variant, length, 100 * acc)
+    if loss_len:
+        seqs = long_sequences(make_batches, lm.bos_token_id, loss_len, loss_seqs)
+        if not seqs:
+            raise InputError(f"the corpus has fewer than {loss_len} tokens for the loss probe")
+        factor = max(1.0, loss_len / ctx)
+        step = bucket or max(1, loss_len // 8)
+        for variant in variants:
+            with variant_edits(lm, variant, factor, ctx, p) as edits:
+                for lo, hi, loss, n in loss_by_position(lm, seqs, edits, step):
+                    rows.append(
+                        {
+                            "probe": "loss",
+                            "variant": variant,
+                            "length": loss_len,
+                            "position_lo": lo,
+                            "position_hi": hi,
+                            "loss": loss,
+                            "n_targets": n,
+                            "factor": factor if variant in SCALINGS else 1.0,
+                            "p": p if variant == "p-rope" else 1.0,
+                        }
+                    )
+    df = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    df["model"] = lm.name
+    df["context"] = ctx
+    return df
+
+
+def _ints(value, name: str) -> list[int]:
+    if isinstance(value, (list, tuple)):
+        return [int(v) for v in value]
+    try:
+        return [int(v) for v in str(value).split(",") if v.strip()]
+    except ValueError as err:
+        raise InputError(f"--{name} takes comma-separated token counts, got {value!r}") from err
+
+
+def analyze(
+    lm: LoadedModel,
+    make_batches,
+    layers: Sequence[int],
+    options: dict,
+    progress: bool = True,
+    total: int | None = None,
+) -> pd.DataFrame:
+    """Pipeline entry point (``layers`` unused: variants act on every layer). Options:
+    ``passkey_lengths`` ("256,512,1024"), ``passkey_variants`` (all), ``passkey_prompts`` (5),
+    ``p`` (0.75), ``context`` (trained), ``loss_len`` (off), ``seed``."""
+    lengths = _ints(options.get("passkey_lengths") or "256,512,1024", "passkey-lengths")
+    variants = options.get("passkey_variants") or VARIANTS
+    if isinstance(variants, str):
+        variants = [v.strip() for v in variants.split(",") if v.strip()]
+    try:
+        n_prompts = int(options.get("passkey_prompts") or 5)
+        p = float(options["p"]) if options.get("p") is not None else 0.75
+        context = int(options["context"]) if options.get("context") else None
+        loss_len = int(options["loss_len"]) if options.get("loss_len") else None
+        seed = int(options.get("seed") or 0)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"bad passkey option: {err}") from err
+    return run(
+        lm,
+        make_batches,
+        lengths,
+        variants,
+        n_prompts,
+        p,
+        seed,
+        context,
+        loss_len,
+        progress=progress,
+    )
+
+
+def passkey_table(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df.probe == "passkey"].dropna(axis=1, how="all").reset_index(drop=True)
+
+
+def loss_table(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df.probe == "loss"].dropna(axis=1, how="all").reset_index(drop=True)
+
+
+def summarize(df: pd.DataFrame) -> str:
+    """Accuracy per variant and length; loss in the first and last position bucket."""
+    pk = passkey_table(df)
+    lines = [f"{df.model.iloc[0]}: passkey accuracy (trained context {int(df.context.iloc[0]):,})"]
+    if len(pk):
+        grid = pk.pivot_table(index="variant", columns="length", values="accuracy", sort=False)
+        lines.append("  variant     " + " ".join(f"{int(c):>7}" for c in grid.columns))
+        for variant, row in grid.iterrows():
+            lines.append(f"  {variant:<11} " + " ".join(f"{v:>7.0%}" for v in row))
+    lt = loss_table(df)
+    for variant, sub in lt.groupby("variant", sort=False):
+        first, last = sub.iloc[0], sub.iloc[-1]
+        lines.append(
+            f"  loss {variant:<11} positions {int(first.position_lo)}-{int(first.position_hi)}: "
+            f"{first.loss:.3f}; {int(last.position_lo)}-{int(last.position_hi)}: {last.loss:.3f}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,183 @@
+"""Passkey retrieval and loss by position: prompt construction, scoring against a planted
+oracle, RoPE scaling variants against the closed-form frequencies, loss buckets against a
+plain forward."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rope_lens import rope
+from rope_lens.analyses import passkey
+from rope_lens.errors import InputError
+from tests.helpers import one_batch
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize("length", [300, 520])
+def test_prompts_hide_one_key_at_the_stated_depth(tiny_lm, length):
+    lm = tiny_lm("llama")  # character tokenizer: one token per character
+    prompts = passkey.make_prompts(lm.tokenizer, lm.bos_token_id, length, 6, seed=1)
+    filler = len(passkey.FILLER)
+    keys = set()
+    for pr in prompts:
+        text = "".join(lm.tokenizer.convert_ids_to_tokens(pr.ids[1:]))  # drop BOS
+        assert pr.ids[0] == lm.bos_token_id
+        assert length <= len(pr.ids) < length + filler
+        assert text.endswith(passkey.QUESTION.strip() + " " + pr.key)
+        assert text.count(pr.key) == 3  # twice in the needle, once as the answer
+        assert "".join(lm.tokenizer.convert_ids_to_tokens(pr.ids[-pr.n_answer :])) == " " + pr.key
+        before = text.index("The pass key is")
+        n_fill = text.count(passkey.FILLER.strip())
+        at = text[:before].count(passkey.FILLER.strip())
+        assert at == round(pr.depth * n_fill)
+        keys.add(pr.key)
+    assert len(keys) > 1
+    again = passkey.make_prompts(lm.tokenizer, lm.bos_token_id, length, 6, seed=1)
+    assert [p.ids for p in again] == [p.ids for p in prompts]  # seeded
+
+
+def test_scoring_against_a_planted_oracle(tiny_lm, monkeypatch):
+    """A fake forward whose logits are the true next token everywhere, except on the answer of
+    prompts hidden deeper than 0.5: accuracy must be the share of shallow prompts."""
+    lm = tiny_lm("llama")
+    prompts = passkey.make_prompts(lm.tokenizer, lm.bos_token_id, 300, 12, seed=4)
+    deep = {tuple(p.ids) for p in prompts if p.depth > 0.5}
+
+    def fake_run(lm_, batches, hooks=(), on_logits=None, taps=(), **kw):
+        for batch in batches:
+            ids = batch.input_ids
+            vocab = 128
+            logits = torch.zeros(*ids.shape, vocab)
+            logits[:, :-1].scatter_(-1, ids[:, 1:, None], 1.0)  # predict the true next token
+            for row in range(ids.shape[0]):
+                n = int(batch.attention_mask[row].sum())
+                real = tuple(ids[row, :n].tolist())
+                if real in deep:  # wrong on the last answer token
+                    logits[row, n - 2] = 0
+                    logits[row, n - 2, 0] = 1.0
+            on_logits(logits, batch)
+
+    monkeypatch.setattr(passkey, "run_batches", fake_run)
+    expected = 1 - len(deep) / len(prompts)
+    assert 0 < expected < 1
+    assert passkey.accuracy(lm, prompts) == pytest.approx(expected)
+    assert passkey.accuracy(lm, prompts, batch_size=5) == pytest.approx(expected)  # padding
+
+
+def _inv_freq(lm, layer_type=None):
+    (module,) = [m for n, m in lm.hf_model.named_modules() if n.endswith("rotary_emb")]
+    prefix = f"{layer_type}_" if layer_type else ""
+    return getattr(module, f"{prefix}inv_freq").double(), getattr(
+        module, f"{prefix}attention_scaling"
+    )
+
+
+def test_scaling_variants_set_the_closed_form_frequencies(tiny_lm):
+    lm = tiny_lm("llama")  # theta 1e5, head_dim 16
+    before, _ = _inv_freq(lm)
+    theta, d = 1e5, 16
+    with passkey.rope_variant(lm, "linear", 4.0, 256):
+        got, scale = _inv_freq(lm)
+        assert torch.allclose(got, rope.linear_inv_freq(theta, d, 4.0), rtol=1e-6)
+    with passkey.rope_variant(lm, "llama3", 4.0, 256):
+        got, _ = _inv_freq(lm)
+        want = rope.llama3_inv_freq(theta, d, 4.0, 1.0, 4.0, 256)
+        assert torch.allclose(got, want, rtol=1e-6)
+    with passkey.rope_variant(lm, "yarn", 4.0, 256):
+        _, scale = _inv_freq(lm)
+        assert scale == pytest.approx(0.1 * math.log(4.0) + 1.0)  # YaRN's attention factor
+    after, _ = _inv_freq(lm)
+    assert torch.equal(before, after)  # restored
+
+
+def test_sliding_layers_keep_their_frequencies(tiny_lm):
+    lm = tiny_lm("gemma3")
+    slide, full = _inv_freq(lm, "sliding_attention")[0], _inv_freq(lm, "full_attention")[0]
+    with passkey.rope_variant(lm, "linear", 2.0, 64):
+        assert torch.equal(_inv_freq(lm, "sliding_attention")[0], slide)
+        assert torch.allclose(_inv_freq(lm, "full_attention")[0], full / 2)
+
+
+def _logits(lm, batch, edits=()):
+    out = {}
+    plug = {"taps": list(edits)} if lm.backend == "native" else {"hooks": list(edits)}
+
+    def keep(logits, b):
+        out["x"] = logits.detach().clone()
+
+    passkey.run_batches(lm, [batch], on_logits=keep, progress=False, **plug)
+    return out["x"]
+
+
+def test_variants_change_logits_only_when_they_should(tiny_lm):
+    lm = tiny_lm("llama")
+    batch = one_batch(lm, ["The pass key is 12345. Remember it, remember it well."])
+    base = _logits(lm, batch)
+    with passkey.rope_variant(lm, "linear", 1.0, 1024):  # factor 1: the same model
+        assert torch.allclose(_logits(lm, batch), base, atol=1e-5)
+    with passkey.rope_variant(lm, "linear", 8.0, 16):
+        assert not torch.allclose(_logits(lm, batch), base, atol=1e-3)
+    # Inference-time p-RoPE equals transformers' own "proportional" rope type (the paper's p-RoPE).
+    ours = _logits(lm, batch, passkey.p_rope_edits(lm, 0.75))
+    cfg = lm.hf_model.config
+    saved = dict(cfg.rope_parameters)
+    (parent, name, module) = passkey._rotary_modules(lm.hf_model)[0]
+    try:
+        cfg.rope_parameters = {**saved, "rope_type": "proportional", "partial_rotary_factor": 0.75}
+        setattr(parent, name, type(module)(config=cfg))
+        ref = _logits(lm, batch)
+    finally:
+        cfg.rope_parameters = saved
+        setattr(parent, name, module)
+    assert torch.allclose(ours, ref, atol=1e-4)
+    # The lowest chunks barely turn over 50 tokens at theta 1e5: a small but real change.
+    assert (ours - base).abs().max() > 1e-5
+
+
+def test_loss_by_position_equals_a_plain_forward(tiny_lm):
+    from transformers import AutoModelForCausalLM
+
+    lm = tiny_lm("llama")
+    batch = one_batch(lm, ["abcdefghij " * 6, "the quick brown fox " * 4])
+    seqs = passkey.long_sequences(lambda: iter([batch]), lm.bos_token_id, 40, 2)
+    assert len(seqs) == 2 and all(len(s) == 40 and s[0] == lm.bos_token_id for s in seqs)
+    rows = passkey.loss_by_position(lm, seqs, [], bucket=10)
+    plain = AutoModelForCausalLM.from_pretrained(lm.folder, dtype=torch.float32).eval()
+    nll = []
+    with torch.no_grad():
+        for s in seqs:
+            ids = torch.tensor([s])
+            logp = torch.log_softmax(plain(ids).logits[0, :-1].double(), -1)
+            nll.append(-logp.gather(-1, ids[0, 1:, None])[:, 0].numpy())
+    nll = np.stack(nll)  # (seq, 39): target positions 1..39
+    for lo, hi, loss, n in rows:
+        cols = [t - 1 for t in range(max(lo, 1), hi)]
+        assert n == len(cols) * 2
+        assert loss == pytest.approx(nll[:, cols].mean(), abs=1e-4)
+
+
+def test_run_and_options(tiny_lm):
+    lm = tiny_lm("llama")
+    batch = one_batch(lm, ["some text to cut into a long sequence " * 3])
+    df = passkey.run(
+        lm,
+        lambda: iter([batch]),
+        lengths=[48],
+        variants=["as-trained", "p-rope", "linear"],
+        n_prompts=2,
+        context=32,
+        loss_len=40,
+        progress=False,
+    )
+    pk = passkey.passkey_table(df)
+    assert list(pk.variant) == ["as-trained", "p-rope", "linear"]
+    assert pk.set_index("variant").loc["linear", "factor"] == pytest.approx(48 / 32)
+    assert set(passkey.loss_table(df).variant) == {"as-trained", "p-rope", "linear"}
+    assert "passkey accuracy" in passkey.summarize(df)
+    with pytest.raises(InputError, match="unknown variant"):
+        passkey.run(lm, lambda: iter([batch]), lengths=[48], variants=["rope2"])
+    with pytest.raises(InputError, match="passkey-lengths"):
+        passkey.analyze(lm, lambda: iter([batch]), [0], {"passkey_lengths": "1k"})
