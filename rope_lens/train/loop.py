@@ -209,44 +209,44 @@ def _deferred_signals():
             signal.signal(sig, old)
 
 
-def _train(
-    cfg: TrainConfig,
-    run_dir: str | Path,
-    *,
-    data_root: str | Path = "runs/cache",
-    resume: bool = True,
-    build_data: bool = True,
-    stop_after: int | None = None,
-    progress: bool = True,
-    stop: _Stop | None = None,
-) -> TrainResult:
-    """Train (or resume) one model; see the module docstring.
+@dataclass
+class _Run:
+    """Everything one training run holds between steps (built by :func:`_setup`)."""
 
-    Args:
-        cfg: the run's configuration (encoding and seed included).
-        run_dir: output folder; becomes a standard HF model folder.
-        data_root: folder of tokenized caches.
-        resume: continue from the newest checkpoint in ``run_dir``; if False and checkpoints
-            exist, refuse rather than overwrite them.
-        build_data: build a missing data cache (else raise InputError).
-        stop_after: return after this many steps, as if killed (tests, benchmarks).
-        progress: show a progress bar on the main process.
+    cfg: TrainConfig
+    run_dir: Path
+    accelerator: Any
+    data: Any
+    train_seqs: Any
+    sampler: BatchSampler
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    sharded: bool
+    log: MetricsLog
+    info: dict[str, Any]
+    n_micro: int
+    step: int = 0
 
-    Raises:
-        InputError: bad encoding, config or data. CheckpointError: a corrupt or mismatched
-            checkpoint in ``run_dir``.
-    """
-    from tqdm.auto import tqdm
+    @property
+    def main(self) -> bool:
+        return bool(self.accelerator.is_main_process)
 
-    run_dir = Path(run_dir)
+    def eval_kw(self) -> dict[str, Any]:
+        return {
+            "micro_batch_tokens": self.cfg.micro_batch_size * self.cfg.seq_len,
+            "accelerator": self.accelerator,
+        }
+
+
+def _setup(
+    cfg: TrainConfig, run_dir: Path, data_root: str | Path, resume: bool, build_data: bool
+) -> _Run:
+    """Data, model, optimizer and scheduler, resumed from the newest checkpoint if any."""
     encoding = get_encoding(cfg.encoding, cfg.theta)
     encoding.inv_freq(cfg.model.head_dim)  # validates head_dim before any heavy work
     accelerator = _accelerator(cfg)
-    main, world, rank = (
-        accelerator.is_main_process,
-        accelerator.num_processes,
-        accelerator.process_index,
-    )
+    world = accelerator.num_processes
     n_micro = cfg.batch_size // cfg.micro_batch_size
     if n_micro % world:
         raise InputError(f"{n_micro} micro-batches per step do not split over {world} processes")
@@ -285,85 +285,160 @@ def _train(
             _lr, warmup=cfg.warmup_steps, total=cfg.steps, min_ratio=cfg.min_lr_ratio
         ),
     )
-    log = MetricsLog(run_dir, enabled=main)
-    step = 0
+    run = _Run(
+        cfg=cfg,
+        run_dir=run_dir,
+        accelerator=accelerator,
+        data=data,
+        train_seqs=train_seqs,
+        sampler=sampler,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        sharded=sharded,
+        log=MetricsLog(run_dir, enabled=accelerator.is_main_process),
+        info={
+            "train_config": cfg.to_dict(),
+            "encoding": encoding.name,
+            "params": n_params,
+            "data": data.meta,
+        },
+        n_micro=n_micro,
+    )
     if latest is not None:
-        _load_optim_state(model, optimizer, state["optimizer"], sharded)
-        scheduler.load_state_dict(state["scheduler"])
-        sampler.load_state_dict(state["sampler"])
-        ckpt_io.set_rng_state(state["rng"])
-        step = int(state["step"])
-        log.truncate(step)
-    if main:
+        _resume(run, state)
+    if run.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    fwd = torch.compile(model) if cfg.compile else model
-    info = {
-        "train_config": cfg.to_dict(),
-        "encoding": encoding.name,
-        "params": n_params,
-        "data": data.meta,
-    }
-    eval_tokens_kw = {
-        "micro_batch_tokens": cfg.micro_batch_size * cfg.seq_len,
-        "accelerator": accelerator,
-    }
+        write_json(run_dir / "train_config.json", cfg.to_dict())
+    return run
 
-    def save(at: int) -> None:
-        st = {
-            "optimizer": _optim_state(model, optimizer, sharded),
-            "scheduler": scheduler.state_dict(),
-            "sampler": sampler.state_dict(),
-        }
-        full = accelerator.get_state_dict(model) if sharded else None
-        if main:
-            ckpt_io.save_checkpoint(
-                run_dir,
-                at,
-                model=accelerator.unwrap_model(model),
-                tokenizer=data.tokenizer,
-                trainer_state=st,
-                info=info,
-                keep=cfg.keep_checkpoints,
-                state_dict=full,
-            )
-        accelerator.wait_for_everyone()
 
+def _resume(run: _Run, state: dict[str, Any]) -> None:
+    """Optimizer, scheduler, data position, RNG and metrics as the checkpoint left them."""
+    _load_optim_state(run.model, run.optimizer, state["optimizer"], run.sharded)
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.sampler.load_state_dict(state["sampler"])
+    ckpt_io.set_rng_state(state["rng"])
+    run.step = int(state["step"])
+    run.log.truncate(run.step)
+
+
+def _step(run: _Run, fwd: Any) -> tuple[Any, Any, float]:
+    """One optimizer step over ``n_micro`` micro-batches (gradients synced on the last one).
+
+    Returns the summed micro-batch losses (a tensor), the gradient norm and the lr used.
+    """
+    acc, cfg = run.accelerator, run.cfg
+    world, rank = acc.num_processes, acc.process_index
+    micro = run.sampler.next_batch().view(run.n_micro, cfg.micro_batch_size)[rank::world]
+    loss_sum = torch.zeros((), device=acc.device)
+    for k, idx in enumerate(micro):
+        batch = run.train_seqs[idx].to(acc.device, dtype=torch.long)
+        sync = k == len(micro) - 1  # all-reduce gradients only on the last micro-step
+        with contextlib.nullcontext() if sync else acc.no_sync(run.model):
+            with acc.autocast():
+                loss = fwd(input_ids=batch, labels=batch).loss / len(micro)
+            acc.backward(loss)
+        loss_sum += loss.detach().float()
+    grad_norm = acc.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    lr = run.scheduler.get_last_lr()[0]
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.step += 1
+    return loss_sum, grad_norm, lr
+
+
+def _evaluate(run: _Run, lengths: Any, splits: Any = None) -> dict[str, dict[str, float]]:
+    """Validation (and held-out) perplexities at multiples of the training length, logged."""
+    cfg = run.cfg
+    kw = {"splits": splits} if splits is not None else {}
+    rows = evaluate_splits(
+        run.model, run.data.streams, cfg.seq_len, cfg.eval_tokens, lengths, **kw, **run.eval_kw()
+    )
+    for key, row in rows.items():
+        split, mult = key.split("@")
+        run.log.log("eval", step=run.step, split=split, length_multiple=int(mult[:-1]), **row)
+    return rows
+
+
+def _save(run: _Run) -> None:
+    """Checkpoint the run at its current step (every process takes part; main writes)."""
+    acc = run.accelerator
+    st = {
+        "optimizer": _optim_state(run.model, run.optimizer, run.sharded),
+        "scheduler": run.scheduler.state_dict(),
+        "sampler": run.sampler.state_dict(),
+    }
+    full = acc.get_state_dict(run.model) if run.sharded else None
+    if run.main:
+        ckpt_io.save_checkpoint(
+            run.run_dir,
+            run.step,
+            model=acc.unwrap_model(run.model),
+            tokenizer=run.data.tokenizer,
+            trainer_state=st,
+            info=run.info,
+            keep=run.cfg.keep_checkpoints,
+            state_dict=full,
+        )
+    acc.wait_for_everyone()
+
+
+def _train(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    data_root: str | Path = "runs/cache",
+    resume: bool = True,
+    build_data: bool = True,
+    stop_after: int | None = None,
+    progress: bool = True,
+    stop: _Stop | None = None,
+) -> TrainResult:
+    """Train (or resume) one model; see the module docstring.
+
+    Args:
+        cfg: the run's configuration (encoding and seed included).
+        run_dir: output folder; becomes a standard HF model folder.
+        data_root: folder of tokenized caches.
+        resume: continue from the newest checkpoint in ``run_dir``; if False and checkpoints
+            exist, refuse rather than overwrite them.
+        build_data: build a missing data cache (else raise InputError).
+        stop_after: return after this many steps, as if killed (tests, benchmarks).
+        progress: show a progress bar on the main process.
+        stop: set by a signal: checkpoint at the end of the current step and stop.
+
+    Raises:
+        InputError: bad encoding, config or data. CheckpointError: a corrupt or mismatched
+            checkpoint in ``run_dir``.
+    """
+    from tqdm.auto import tqdm
+
+    run_dir = Path(run_dir)
+    run = _setup(cfg, run_dir, data_root, resume, build_data)
+    fwd = torch.compile(run.model) if cfg.compile else run.model
     bar = tqdm(
         total=cfg.steps,
-        initial=step,
-        disable=not (main and progress),
+        initial=run.step,
+        disable=not (run.main and progress),
         unit="step",
         dynamic_ncols=True,
     )
     t0 = time.perf_counter()
-    tokens_seen = step * cfg.tokens_per_step
+    tokens_seen = run.step * cfg.tokens_per_step
     window = (t0, tokens_seen)  # (time, tokens) at the previous log row, for tokens/s
-    model.train()
-    while step < cfg.steps:
-        micro = sampler.next_batch().view(n_micro, cfg.micro_batch_size)[rank::world]
-        loss_sum = torch.zeros((), device=accelerator.device)
-        for k, idx in enumerate(micro):
-            batch = train_seqs[idx].to(accelerator.device, dtype=torch.long)
-            sync = k == len(micro) - 1  # all-reduce gradients only on the last micro-step
-            with contextlib.nullcontext() if sync else accelerator.no_sync(model):
-                with accelerator.autocast():
-                    loss = fwd(input_ids=batch, labels=batch).loss / len(micro)
-                accelerator.backward(loss)
-            loss_sum += loss.detach().float()
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
+    run.model.train()
+    while run.step < cfg.steps:
+        loss_sum, grad_norm, lr = _step(run, fwd)
+        step = run.step
         tokens_seen += cfg.tokens_per_step
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.steps:
-            loss_val = accelerator.reduce(loss_sum, reduction="mean").item()
+            loss_val = run.accelerator.reduce(loss_sum, reduction="mean").item()
             now = time.perf_counter()
             rate = (step * cfg.tokens_per_step - window[1]) / max(now - window[0], 1e-9)
-            log.log(
+            run.log.log(
                 "train",
                 step=step,
                 loss=loss_val,
@@ -378,19 +453,9 @@ def _train(
             if not math.isfinite(loss_val):
                 raise InputError(f"loss became {loss_val} at step {step}; lower lr")
         if step % cfg.eval_every == 0 and step < cfg.steps:
-            ev = evaluate_splits(
-                model,
-                data.streams,
-                cfg.seq_len,
-                cfg.eval_tokens,
-                (1,),
-                splits=("valid",),
-                **eval_tokens_kw,
-            )
-            for row in ev.values():
-                log.log("eval", step=step, split="valid", length_multiple=1, **row)
+            _evaluate(run, (1,), splits=("valid",))
         if step % cfg.ckpt_every == 0 or step == cfg.steps or stop:
-            save(step)
+            _save(run)
         if stop:
             bar.close()
             logger.warning("stopped: checkpoint at step %d saved; rerun to resume", step)
@@ -399,23 +464,18 @@ def _train(
             bar.close()
             return TrainResult(run_dir, step, completed=False)
     bar.close()
-    final = evaluate_splits(
-        model, data.streams, cfg.seq_len, cfg.eval_tokens, cfg.eval_lengths, **eval_tokens_kw
-    )
-    for key, row in final.items():
-        split, mult = key.split("@")
-        log.log("eval", step=step, split=split, length_multiple=int(mult[:-1]), **row)
-    if main:
+    final = _evaluate(run, cfg.eval_lengths)
+    if run.main:
         results = {
             "completed": True,
-            "step": step,
+            "step": run.step,
             "final": final,
-            **info,
+            **run.info,
             "wall_s": time.perf_counter() - t0,
         }
         # Atomic: the grid treats an existing results.json as a finished cell.
         write_json(run_dir / RESULTS, results)
-    return TrainResult(run_dir, step, completed=True, final=final)
+    return TrainResult(run_dir, run.step, completed=True, final=final)
 
 
 def _lr(step: int, *, warmup: int, total: int, min_ratio: float) -> float:

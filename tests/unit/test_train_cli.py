@@ -82,4 +82,6 @@ def test_corrupt_and_mismatched_checkpoint(capsys, tmp_path):
     _fails_cleanly(capsys, [*base, "--encoding", "nope"], "different run")
     weights = tmp_path / "run" / "checkpoints" / "step-00000002" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-64])
+    assert cli.main([*base, "--encoding", "0.75-rope"]) == 0  # finished: a no-op, not resumed
+    (tmp_path / "run" / "results.json").unlink()  # unfinished: resuming reads the checkpoint
     _fails_cleanly(capsys, [*base, "--encoding", "0.75-rope"], "corrupt")
