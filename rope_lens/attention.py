@@ -1,6 +1,7 @@
-"""Attention-level hooks that ``extract.py`` does not cover: patterns, pre-softmax scores, the
+"""Attention-level views that ``extract.py`` does not cover: patterns, pre-softmax scores, the
 model's own score scaling. The batch runner they share with the q/k/v reducers is
-``extract.run_batches``.
+``extract.run_batches``. On the native backend, scores of small batches are recomputed from the
+attention call's q / k (``_ScoreTap``); on ``tl`` they are read from hooks.
 
 ``extract.py`` streams q/k/v vectors into reducers; the head analyses also need
 ``hook_pattern`` (post-softmax) and ``hook_attn_scores`` (pre-softmax, including the model's
@@ -19,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from jaxtyping import Float
 from torch import Tensor
 
@@ -39,6 +41,10 @@ def scores_hook(layer: int) -> str:
 
 def attn_module(lm: LoadedModel, layer: int) -> Any:
     """The HF attention module of ``layer`` (owner of ``scaling`` and softcapping)."""
+    if lm.backend == "native":
+        from rope_lens.engine.native import attention_modules
+
+        return attention_modules(lm.hf_model)[layer]
     return lm.bridge.blocks[layer].attn.original_component
 
 
@@ -68,7 +74,18 @@ def capture_attention(
 def capture_attention_kinds(
     lm: LoadedModel, batch: Batch, layers: Sequence[int], kinds: Sequence[str]
 ) -> dict[str, dict[int, Float[Tensor, "batch head pos key_pos"]]]:
-    """Several of ``"pattern"`` / ``"scores"`` from the same single forward pass."""
+    """Several of ``"pattern"`` / ``"scores"`` from the same single forward pass (masked
+    pairs: -inf scores, zero weight on the native backend; a large negative score on ``tl``)."""
+    if lm.backend == "native":
+        tap = _ScoreTap(layers)
+        run_batches(lm, [batch], taps=[tap], last_layer=max(layers), progress=False)
+        return {
+            kind: {
+                layer: (s if kind == "scores" else torch.softmax(s, dim=-1))
+                for layer, s in tap.scores.items()
+            }
+            for kind in kinds
+        }
     name_of = {"pattern": pattern_hook, "scores": scores_hook}
     store: dict[str, dict[int, Tensor]] = {kind: {} for kind in kinds}
 
@@ -81,3 +98,24 @@ def capture_attention_kinds(
     hooks = [(name_of[kind](layer), keep(kind, layer)) for kind in kinds for layer in layers]
     run_batches(lm, [batch], hooks, last_layer=max(layers), progress=False)
     return store
+
+
+class _ScoreTap:
+    """Native backend: explicit pre-softmax scores of one small batch (model scaling, softcap,
+    causal and sliding-window mask), from the post-rotation q / k of the attention call."""
+
+    needs_stats = False
+
+    def __init__(self, layers: Sequence[int]) -> None:
+        self.layers = list(layers)
+        self.scores: dict[int, Tensor] = {}
+
+    def edit(self, call) -> None:
+        pass
+
+    def observe(self, call) -> None:
+        from rope_lens.engine.kernels import explicit_scores
+
+        q, k = call.query.float(), call.keys_per_query_head().float()
+        s = explicit_scores(q, k, call.scaling, call.softcap, call.window)
+        self.scores[call.layer] = s.cpu()

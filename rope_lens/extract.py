@@ -1,5 +1,8 @@
-"""Hooks that record queries, keys and values from a ``LoadedModel`` (the only module that
-knows TransformerLens hook names).
+"""Record queries, keys and values from a ``LoadedModel``, on either backend.
+
+On the ``native`` backend (default) the vectors come from inside the model's own attention
+call (``rope_lens.engine.native``); on ``tl`` from TransformerLens hooks (this module and
+``attention.py`` are the only ones that know TransformerLens hook names).
 
 Two ways to get vectors out:
 
@@ -121,10 +124,30 @@ def reducer_hooks(lm: LoadedModel, reducers: Sequence[Reducer]) -> list[tuple[st
     return out
 
 
+class SiteTap:
+    """Native-backend tap that hands reducers their sites' vectors from the attention call."""
+
+    needs_stats = False
+
+    def __init__(self, reducers: Sequence[Reducer]) -> None:
+        self.by_layer: dict[int, list[tuple[Reducer, Site]]] = {}
+        for reducer in reducers:
+            for site in reducer.sites:
+                self.by_layer.setdefault(site.layer, []).append((reducer, site))
+        self.layers = sorted(self.by_layer)
+
+    def edit(self, call) -> None:
+        pass
+
+    def observe(self, call) -> None:
+        for reducer, site in self.by_layer[call.layer]:
+            reducer.update(site, call.bphd(site.kind, site.stage), call.batch)
+
+
 def run_batches(
     lm: LoadedModel,
     batch_iter: Iterable[Batch],
-    hooks: Sequence[tuple[str, HookFn]],
+    hooks: Sequence[tuple[str, HookFn]] = (),
     on_logits: Callable[[Float[Tensor, "batch pos vocab"], Batch], None] | None = None,
     last_layer: int | None = None,
     total: int | None = None,
@@ -132,18 +155,45 @@ def run_batches(
     desc: str | None = None,
     skip: int = 0,
     after_batch: Callable[[int], None] | None = None,
+    taps: Sequence = (),
 ) -> None:
-    """Run every batch once with ``hooks``; hand the logits to ``on_logits`` when given.
+    """Run every batch once with ``hooks`` (``tl``) or ``taps`` (``native``); hand the logits to
+    ``on_logits`` when given.
 
     Args:
-        hooks: ``(hook name, fn(activation, batch))``; several fns may share a name and run in
-            order (a replacement made by one is seen by the next hook point, not by them).
+        hooks: TransformerLens backend: ``(hook name, fn(activation, batch))``; several fns may
+            share a name and run in order (a replacement made by one is seen by the next hook
+            point, not by them).
+        taps: native backend: ``rope_lens.engine.native.Tap`` objects, handed every attention
+            call of their layers.
         on_logits: called with each batch's logits; without it the unembedding is skipped and
             blocks after ``last_layer`` are not computed.
         last_layer: the deepest layer any hook reads (default: the last layer).
         skip: batches at the start to pass over (already reduced by a resumed run).
         after_batch: called with the count of finished batches after each one (checkpoints).
     """
+    if lm.backend == "native":
+        if hooks:
+            raise InputError("TransformerLens hooks need the tl backend (--backend tl)")
+        from rope_lens.engine import native
+
+        native.run(
+            lm.hf_model,
+            lm.rope.layer_specs,
+            lm.device,
+            batch_iter,
+            taps,
+            on_logits=on_logits,
+            last_layer=last_layer,
+            total=total,
+            progress=progress,
+            desc=desc or lm.name,
+            skip=skip,
+            after_batch=after_batch,
+        )
+        return
+    if taps:
+        raise InputError("native taps need the native backend")
     current: dict[str, Batch] = {}
 
     def wrap(fn: HookFn):
@@ -188,14 +238,15 @@ def stream(
     """Run every batch once, feeding the reducers from inside the hooks; layers after the
     last one a reducer reads are never computed. ``skip`` / ``after_batch`` as in
     :func:`run_batches`."""
-    hooks = reducer_hooks(lm, reducers)
-    if not hooks:
+    if not any(r.sites for r in reducers):
         raise InputError("nothing to extract: no layers/sites selected")
     last_layer = max(site.layer for r in reducers for site in r.sites)
+    native = lm.backend == "native"
     run_batches(
         lm,
         batch_iter,
-        hooks,
+        [] if native else reducer_hooks(lm, reducers),
+        taps=[SiteTap(reducers)] if native else (),
         last_layer=last_layer,
         total=total,
         progress=progress,

@@ -20,7 +20,8 @@ def tiny_dirs(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_lm(tiny_dirs):
-    """Loader for tiny models, cached per architecture (read-only: don't mutate them)."""
+    """Loader for tiny models on the default (native) backend, cached per architecture
+    (read-only: don't mutate them)."""
     from rope_lens.models import load_model
 
     cache = {}
@@ -28,6 +29,22 @@ def tiny_lm(tiny_dirs):
     def get(arch: str):
         if arch not in cache:
             cache[arch] = load_model(str(tiny_dirs[arch]), device="cpu")
+        return cache[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_tl(tiny_dirs):
+    """The same tiny models on the TransformerLens backend, whose pre-rotation vectors come
+    from the bridge's own hooks (an independent reference for the native engine)."""
+    from rope_lens.models import load_model
+
+    cache = {}
+
+    def get(arch: str):
+        if arch not in cache:
+            cache[arch] = load_model(str(tiny_dirs[arch]), device="cpu", backend="tl")
         return cache[arch]
 
     return get

@@ -89,4 +89,5 @@ def make_nope(lm):
         for attr, buf in module._buffers.items():
             if attr.endswith("inv_freq") and buf is not None:
                 buf.zero_()
+    lm.reread_rope()  # the layout is read from the model's rotation, which just changed
     return lm

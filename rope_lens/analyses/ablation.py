@@ -16,12 +16,14 @@ Every position is edited, BOS included, unless ``spare_first`` is set: then posi
 when prepended) keeps its vectors, which separates "the band carries content" from "the band
 makes BOS an attention sink" (the paper's apostrophe head uses a low band for the latter).
 
-Mechanics: the ablation replaces ``hook_attn_scores`` of the affected heads by scores recomputed
-from the same forward's q/k with the band edited (the pre-rotation values come from the
-pre-rotation hook of that forward). Scores rather than q/k are replaced so that one query head
-can be ablated alone although its key is shared with its GQA group; with all heads it equals
-editing q and k. The causal / sliding-window mask is kept from the model's own scores, and the
-model's scaling and softcap are applied.
+Mechanics. Native backend (default): the band of q and k is edited inside the attention call,
+before the model's own kernel runs (``AblationTap``); the pre-rotation values are the post-
+rotation ones un-rotated with the layer's frequencies. To ablate one query head alone although
+its key is shared with its GQA group, keys and values are repeated to one per query head and
+only that head's copy is edited. TransformerLens backend: ``hook_attn_scores`` of the affected
+heads is replaced by scores recomputed from the same forward's q/k with the band edited (the
+causal / sliding-window mask kept from the model's own scores, the model's scaling and softcap
+applied). A test checks that the two backends agree.
 
 Measured per configuration, over the same held-out batches as an unablated baseline:
 next-token loss in nats/token over counted targets (predictions of tokens with
@@ -48,6 +50,7 @@ from rope_lens.errors import InputError
 from rope_lens.extract import (
     HookFn,
     Site,
+    SiteTap,
     heads_of,
     hook_name,
     reducer_hooks,
@@ -203,21 +206,80 @@ class _LayerEdit:
         return out
 
 
+class AblationTap:
+    """Native backend: edit the band of q and k inside the attention call, before the kernel.
+
+    With all heads, q and k are edited in place (GQA keys once per KV head). With chosen query
+    heads, keys and values are first repeated to one per query head so that only those heads'
+    copies change, which is what replacing their scores does on the TransformerLens backend.
+    """
+
+    needs_stats = False
+
+    def __init__(self, lm: LoadedModel, ab: Ablation, means) -> None:
+        self.ab, self.means = ab, means
+        self.layers = list(ab.layers)
+        self.heads = None if ab.heads is None else torch.tensor(ab.heads)
+        self.dims = {
+            layer: chunk_dims(
+                lm.rope.layer_specs[layer].head_dim,
+                lm.rope.layer_specs[layer].rotary_dim,
+                lm.rope.layer_specs[layer].pairing,
+            )[ab.lo : ab.hi].reshape(-1)
+            for layer in self.layers
+        }
+
+    def _edited(self, call, kind: str) -> Tensor:
+        mean = self.means[Site(call.layer, kind, "pre")] if self.ab.kind == "mean" else None
+        out = edit_band(
+            call.bphd(kind, "rot"),
+            self.dims[call.layer].to(call.query.device),
+            self.ab.kind,
+            call.bphd(kind, "pre"),
+            mean,
+            call.batch.positions,
+            call.spec,
+            self.ab.spare_first,
+        )
+        return out.transpose(1, 2).to(call.query.dtype)  # back to [batch, head, pos, d_head]
+
+    def edit(self, call) -> None:
+        q, k = self._edited(call, "q"), self._edited(call, "k")
+        if self.heads is None:
+            call.query, call.key = q, k
+            return
+        heads = self.heads.to(q.device)
+        group = call.group
+        query = call.query.clone()
+        query[:, heads] = q[:, heads]
+        key = call.keys_per_query_head().clone()
+        key[:, heads] = k.repeat_interleave(group, dim=1)[:, heads] if group > 1 else k[:, heads]
+        value = call.value.repeat_interleave(group, dim=1) if group > 1 else call.value
+        call.query, call.key, call.value = query, key, value
+        call._cache.clear()
+
+    def observe(self, call) -> None:
+        pass
+
+
 def ablation_hooks(
     lm: LoadedModel, ab: Ablation, means: dict[Site, Tensor] | None = None
-) -> list[tuple[str, HookFn]]:
-    """Hooks that apply ``ab`` (none for an empty band: exactly the unablated model)."""
+) -> list:
+    """What applies ``ab`` on ``lm``'s backend: TransformerLens hooks, or one native tap
+    (nothing for an empty band: exactly the unablated model)."""
     if ab.empty:
         return []
     if ab.kind == "mean" and means is None:
         raise InputError("the mean ablation needs the baseline means (run `run_ablations`)")
+    if lm.backend == "native":
+        return [AblationTap(lm, ab, means)]
     return [hook for layer in ab.layers for hook in _LayerEdit(lm, ab, layer, means).hooks()]
 
 
 def measure(
     lm: LoadedModel,
     make_batches,
-    hooks: Sequence[tuple[str, HookFn]],
+    hooks: Sequence,  # ablation_hooks(): TransformerLens hooks or native taps
     score_layers: Sequence[int],
     extra: Sequence = (),
     total: int | None = None,
@@ -228,9 +290,12 @@ def measure(
     ``extra``: q/k reducers fed in the same pass (the baseline's means)."""
     meter = LossMeter()
     scores = head_scores.HeadScoreReducer(lm, score_layers)
-    all_hooks = list(hooks) + reducer_hooks(lm, extra) + scores.hooks()
+    if lm.backend == "native":
+        plug = {"taps": list(hooks) + ([SiteTap(extra)] if extra else []) + [scores]}
+    else:
+        plug = {"hooks": list(hooks) + reducer_hooks(lm, extra) + scores.hooks()}
     run_batches(
-        lm, make_batches(), all_hooks, on_logits=meter, total=total, progress=progress, desc=desc
+        lm, make_batches(), on_logits=meter, total=total, progress=progress, desc=desc, **plug
     )
     return meter.loss, meter.n, scores.to_frame()
 

@@ -1,7 +1,8 @@
 """Search for apostrophe heads (the paper's Fig 7, Gemma 7B Layer 1 Head 10).
 
 In that head a token right after an apostrophe attends to the apostrophe and every other token
-attends to BOS. Per head, over a corpus (reduced inside ``hook_pattern``):
+attends to BOS. Per head, over a corpus (reduced batch by batch, without a pattern on the
+native backend: see ``heads.positional_weights``):
 
 - ``after_apos``: mean alpha_{i,i-1} over queries whose previous token holds an apostrophe
   (' or U+2019);
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
-from rope_lens.analyses.heads import THRESHOLD
+from rope_lens.analyses.heads import THRESHOLD, positional_weights
 from rope_lens.attention import pattern_hook
 from rope_lens.errors import InputError
 from rope_lens.extract import HookFn, run_batches
@@ -68,23 +69,41 @@ class ApostropheReducer:
             self.n_others += int(others.sum())
         return self._marks[1], self._marks[2]
 
+    # Native backend: a tap on the attention calls (weights from logits and log-sum-exp).
+    needs_stats = True
+
+    def edit(self, call) -> None:
+        pass
+
+    def observe(self, call) -> None:
+        _, prev, sink = positional_weights(call)
+        self._add(call.layer, prev, sink, call.batch)
+
+    def plug(self) -> dict:
+        """``run_batches`` keyword arguments that feed this reducer on ``lm``'s backend."""
+        if self.lm.backend == "native":
+            return {"taps": [self]}
+        return {"hooks": self.hooks()}
+
     def hooks(self) -> list[tuple[str, HookFn]]:
         return [(pattern_hook(layer), self._hook(layer)) for layer in self.layers]
 
     def _hook(self, layer: int) -> HookFn:
         def fn(x: torch.Tensor, batch: Batch) -> None:
-            after, others = self._query_masks(batch)
             p = x.detach().float()
             prev = torch.zeros_like(p[..., 0])  # (batch, head, pos): alpha_{i,i-1}, 0 at i = 0
             prev[..., 1:] = p.diagonal(-1, -2, -1)
-            sink = p[..., 0]
-            a, o = after.to(p.dtype)[:, None], others.to(p.dtype)[:, None]
-            sums = torch.stack(
-                [(prev * a).sum((0, 2)), (sink * o).sum((0, 2)), (prev * o).sum((0, 2))]
-            ).double()
-            self.sums[layer] = self.sums[layer] + sums if layer in self.sums else sums
+            self._add(layer, prev, p[..., 0], batch)
 
         return fn
+
+    def _add(self, layer: int, prev: torch.Tensor, sink: torch.Tensor, batch: Batch) -> None:
+        after, others = self._query_masks(batch)
+        a, o = after.to(prev.dtype)[:, None], others.to(prev.dtype)[:, None]
+        sums = torch.stack(
+            [(prev * a).sum((0, 2)), (sink * o).sum((0, 2)), (prev * o).sum((0, 2))]
+        ).double()
+        self.sums[layer] = self.sums[layer] + sums if layer in self.sums else sums
 
     def to_frame(self) -> pd.DataFrame:
         rows = []
@@ -120,7 +139,7 @@ def run(
     """Apostrophe scores for every head of ``layers``, best first."""
     reducer = ApostropheReducer(lm, layers)
     run_batches(
-        lm, batch_iter, reducer.hooks(), last_layer=max(layers), total=total, progress=progress
+        lm, batch_iter, last_layer=max(layers), total=total, progress=progress, **reducer.plug()
     )
     if reducer.n_after == 0:
         raise InputError("no token follows an apostrophe in these prompts: nothing to score")

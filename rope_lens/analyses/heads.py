@@ -1,9 +1,12 @@
 """Head scores and head classes: which heads are diagonal, previous-token or BOS-sink heads.
 
 The paper's positional heads (Figs 5, 14-16; Definition 5.1) are found by eye in Gemma 7B; here
-they are found by scores computed over a corpus for every layer and head, reduced inside
-``hook_pattern`` so memory never grows with the number of tokens (no T x T cache is kept: each
-batch's pattern is reduced to per-head sums and dropped).
+they are found by scores computed over a corpus for every layer and head, reduced batch by
+batch so memory never grows with the number of tokens. On the native backend no ``[T, T]``
+tensor exists at all: each score needs one logit per query plus the row's log-sum-exp and two
+attention-weighted sums, which a fused attention kernel returns
+(``rope_lens.engine.kernels.attention_stats``). On the TransformerLens backend each batch's
+``hook_pattern`` is reduced to per-head sums and dropped.
 
 Scores, each a mean over counted query positions i (``Batch.count_mask``: real tokens, BOS
 excluded unless ``--count-bos``; padding never counts):
@@ -35,6 +38,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from rope_lens.attention import pattern_hook
+from rope_lens.engine import kernels
 from rope_lens.extract import HookFn, run_batches
 from rope_lens.inputs import Batch
 from rope_lens.models.load import LoadedModel
@@ -80,6 +84,45 @@ def pattern_sums(
     return sums.double(), int(count.sum())
 
 
+def positional_weights(call) -> tuple[Tensor, Tensor, Tensor]:
+    """alpha_{i,i}, alpha_{i,i-1} (0 at i = 0) and alpha_{i,0} of every query of a native
+    attention call, each ``[batch, head, pos]``, from one logit each and the row's
+    log-sum-exp (``call.stats``): no pattern is built."""
+    q = call.query.float()
+    k = call.keys_per_query_head().float()
+    scale, cap, window = call.scaling, call.softcap, call.window
+    lse = call.stats.lse
+    diag = torch.exp(kernels.pair_scores(q, k, 0, scale, cap) - lse)
+    prev = torch.exp(kernels.pair_scores(q, k, 1, scale, cap) - lse)  # -inf logit at i = 0
+    sink = torch.exp(kernels.first_key_scores(q, k, scale, cap) - lse)
+    if window is not None:  # keys outside the sliding window carry no weight
+        slots = torch.arange(q.shape[-2], device=q.device)
+        sink = sink * (slots < window)
+        prev = prev * (window >= 2)
+    return diag, prev, sink
+
+
+def call_sums(call) -> tuple[Float[Tensor, "5 head"], int]:
+    """:func:`pattern_sums` from a native attention call, without the pattern (see
+    ``engine.kernels``): entropy = lse - sum_j a_ij s_ij, distance = i - sum_j a_ij j."""
+    diag, prev, sink = positional_weights(call)
+    stats, count = call.stats, call.batch.count_mask
+    slots = torch.arange(diag.shape[-1], device=diag.device, dtype=diag.dtype)
+    dist = slots - stats.pos_mean
+    ent = stats.lse - stats.score_mean
+    w = count.to(diag.dtype)[:, None, :]
+    sums = torch.stack(
+        [
+            (diag * w).sum((0, 2)),
+            (prev[..., 1:] * w[..., 1:]).sum((0, 2)),
+            (sink * w).sum((0, 2)),
+            (dist * w).sum((0, 2)),
+            (ent * w).sum((0, 2)),
+        ]
+    )
+    return sums.double(), int(count.sum())
+
+
 class HeadScoreReducer:
     """Streaming head scores for ``layers``; O(layers x heads) memory whatever the corpus.
 
@@ -94,6 +137,22 @@ class HeadScoreReducer:
         self.n: dict[int, int] = {}
         self.n_prev: dict[int, int] = {}
 
+    # Native backend: a tap on the attention calls of ``layers``.
+    needs_stats = True
+
+    def edit(self, call) -> None:
+        pass
+
+    def observe(self, call) -> None:
+        sums, n = call_sums(call)
+        self._add(call.layer, sums, n, call.batch.count_mask)
+
+    def plug(self) -> dict:
+        """``run_batches`` keyword arguments that feed this reducer on ``lm``'s backend."""
+        if self.lm.backend == "native":
+            return {"taps": [self]}
+        return {"hooks": self.hooks()}
+
     def hooks(self) -> list[tuple[str, HookFn]]:
         return [(pattern_hook(layer), self._hook(layer)) for layer in self.layers]
 
@@ -107,6 +166,9 @@ class HeadScoreReducer:
         self, layer: int, pattern: Float[Tensor, "batch head pos key_pos"], count: Tensor
     ) -> None:
         sums, n = pattern_sums(pattern, count)
+        self._add(layer, sums, n, count)
+
+    def _add(self, layer: int, sums: Tensor, n: int, count: Tensor) -> None:
         self.sums[layer] = self.sums[layer] + sums if layer in self.sums else sums
         self.n[layer] = self.n.get(layer, 0) + n
         self.n_prev[layer] = self.n_prev.get(layer, 0) + int(count[:, 1:].sum())
@@ -157,7 +219,7 @@ def run(
     """Head-score table for ``layers`` over every counted query of ``batch_iter``."""
     reducer = HeadScoreReducer(lm, layers)
     run_batches(
-        lm, batch_iter, reducer.hooks(), last_layer=max(layers), total=total, progress=progress
+        lm, batch_iter, last_layer=max(layers), total=total, progress=progress, **reducer.plug()
     )
     return reducer.to_frame()
 

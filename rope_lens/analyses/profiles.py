@@ -26,7 +26,7 @@ import pandas as pd
 
 from rope_lens.analyses import heads
 from rope_lens.analyses.band_norms import BandNormReducer
-from rope_lens.extract import reducer_hooks, run_batches
+from rope_lens.extract import SiteTap, reducer_hooks, run_batches
 from rope_lens.models.load import LoadedModel
 
 STATS = ("mean_log10_freq", "high_share", "low_share", "peak_chunk")
@@ -96,8 +96,11 @@ def run(
     """Spectra, stats and head classes for ``layers`` in one pass over ``batch_iter``."""
     bands = BandNormReducer(lm, layers, kinds="qk")
     scores = heads.HeadScoreReducer(lm, layers)
-    hooks = reducer_hooks(lm, [bands]) + scores.hooks()
-    run_batches(lm, batch_iter, hooks, last_layer=max(layers), total=total, progress=progress)
+    if lm.backend == "native":
+        plug = {"taps": [SiteTap([bands]), scores]}
+    else:
+        plug = {"hooks": reducer_hooks(lm, [bands]) + scores.hooks()}
+    run_batches(lm, batch_iter, last_layer=max(layers), total=total, progress=progress, **plug)
     return join(bands.to_frame(), scores.to_frame())
 
 

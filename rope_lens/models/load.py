@@ -1,9 +1,11 @@
 """Load a model by registry name, hub id or local folder into a ``LoadedModel``.
 
-This and ``extract.py`` are the only modules that know about transformers / TransformerLens
-loading. The HF model is wrapped by TransformerLens' ``TransformerBridge`` (which rebuilds
-attention eagerly so that ``hook_q``/``hook_rot_q``/``hook_pattern`` fire); trust_remote_code is
-never enabled unless asked for explicitly.
+The only module that loads transformers models. Every model gets rope-lens' attention
+wrapper (``rope_lens.engine.native``) and its RoPE layout read from its own rotation
+(``rope_lens.engine.probe``), checked against its config. On the ``tl`` backend it is then
+wrapped by TransformerLens' ``TransformerBridge`` (which rebuilds attention eagerly so that
+``hook_q``/``hook_rot_q``/``hook_pattern`` fire). trust_remote_code is never enabled unless
+asked for explicitly.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from rope_lens.models.registry import REGISTRY, ModelEntry, suggest
 from rope_lens.models.rope_config import (
     INV_FREQ_KEY,
     RopeLayout,
-    check_against_model,
     rope_layout,
 )
 
@@ -46,9 +47,11 @@ class LoadedModel:
         name: what the user asked for (registry name, hub id or path).
         folder: local folder the weights were read from.
         revision: pinned hub revision, if any.
-        hf_model: the transformers model (its attention modules are wrapped by the bridge).
+        hf_model: the transformers model (on ``native``, its attention implementation is
+            rope-lens' wrapper of its own kernel; on ``tl``, the bridge's eager modules).
         tokenizer: its tokenizer.
-        bridge: TransformerLens TransformerBridge around ``hf_model``.
+        bridge: TransformerLens TransformerBridge around ``hf_model`` (``tl`` backend only;
+            see ``get_bridge``).
         rope: per-layer RoPE facts read from the config (see ``RopeLayout``).
         device: device of the input embeddings.
         dtype: parameter dtype.
@@ -65,6 +68,33 @@ class LoadedModel:
     dtype: torch.dtype
     entry: ModelEntry | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    backend: str = "native"
+    kernel: str = "sdpa"
+
+    def reread_rope(self) -> None:
+        """Read the RoPE layout again from the model's rotation as it is now (after editing
+        its rotary buffers by hand, e.g. zeroing them to make a NoPE model): the config is
+        no longer the truth, the model is."""
+        from rope_lens.engine.probe import probe
+
+        probed = probe(self.hf_model, self.n_layers, _probe_token(self.hf_model), self.device)
+        self.rope = rope_layout(
+            self.hf_model.config, self.rope.qk_norm, probed, check_config=False
+        )
+
+    def get_bridge(self) -> Any:
+        """The TransformerLens bridge: this model's own on the ``tl`` backend; on ``native``,
+        a second copy of the model (the bridge rewrites attention in place), built once."""
+        if self.bridge is None:
+            copy = load_model(
+                str(self.folder),
+                device=str(self.device),
+                dtype=str(self.dtype).split(".")[-1],
+                backend="tl",
+                tokenizer=self.tokenizer,
+            )
+            self.bridge = copy.bridge
+        return self.bridge
 
     @property
     def n_layers(self) -> int:
@@ -102,6 +132,8 @@ class LoadedModel:
             "architecture": (self.hf_model.config.architectures or ["?"])[0],
             "dtype": str(self.dtype).replace("torch.", ""),
             "device": str(self.device),
+            "backend": self.backend,
+            "attention_kernel": self.kernel,
             "rope": self.rope.describe(),
         }
 
@@ -163,8 +195,10 @@ def load_model(
     revision: str | None = None,
     trust_remote_code: bool = False,
     hf_model: Any | None = None,
+    backend: str = "native",
+    tokenizer: Any | None = None,
 ) -> LoadedModel:
-    """Load ``name`` and wrap it for analysis.
+    """Load ``name`` and make it ready for analysis.
 
     Args:
         name: registry name (``rope-lens models``), hub id, or local HF folder.
@@ -174,34 +208,32 @@ def load_model(
         revision: hub revision to pin.
         trust_remote_code: off by default; never turned on implicitly.
         hf_model: an already-built model for ``name`` (tests, custom code); skips loading.
+        backend: ``native`` (default: the model's own sdpa / eager / flash kernel, observed
+            through transformers' attention interface) or ``tl`` (the TransformerLens bridge,
+            eager attention with hook points).
+        tokenizer: an already-loaded tokenizer (skips reading it from the folder).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from rope_lens.engine import BACKENDS, native
+    from rope_lens.engine.probe import probe
+
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     hf_logging.disable_progress_bar()  # our own progress bar is the one that matters
-    folder, entry = resolve_folder(name, revision)
+    folder, entry = resolve_folder(name, revision) if hf_model is None else _given_folder(name)
     dev = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, dev)
+    torch_dtype = resolve_dtype(dtype, dev) if hf_model is None else _param_dtype(hf_model)
     if hf_model is None:
-        multi_gpu = dev == "cuda" and torch.cuda.device_count() > 1
-        try:
-            hf_model = AutoModelForCausalLM.from_pretrained(
-                folder,
-                dtype=torch_dtype,
-                device_map="auto" if multi_gpu else None,
-                attn_implementation="eager",
-                trust_remote_code=trust_remote_code,
-                use_safetensors=True,
-            )
-        except (OSError, ValueError) as err:
-            raise ModelNotFoundError(
-                f"cannot load weights from {folder}: {err}".split("\n")[0]
-            ) from err
-        if not multi_gpu:
-            hf_model.to(dev)
+        config_kernel = "eager" if backend == "tl" else None
+        hf_model = _from_pretrained(
+            AutoModelForCausalLM, folder, torch_dtype, dev, trust_remote_code, config_kernel
+        )
     hf_model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"  # right padding keeps real tokens at positions 0..n-1
@@ -210,15 +242,16 @@ def load_model(
     if override is not None:
         _apply_inv_freq_override(hf_model, override)
     has_qk_norm = any(n.endswith(("q_norm", "query_norm")) for n, _ in hf_model.named_modules())
-    layout = rope_layout(hf_model.config, has_qk_norm)
-    check_against_model(layout, hf_model)
-
-    from transformer_lens.model_bridge import TransformerBridge
-
+    kernel = "eager" if backend == "tl" else native.base_kernel_for(hf_model.config, dev)
+    native.install(hf_model, kernel)
     input_device = hf_model.get_input_embeddings().weight.device
-    bridge = TransformerBridge.boot_transformers(
-        str(folder), hf_model=hf_model, tokenizer=tokenizer, device=str(input_device)
-    )
+    text_cfg = _text_config(hf_model)
+    probed = probe(hf_model, int(text_cfg.num_hidden_layers), _probe_token(hf_model), input_device)
+    layout = rope_layout(hf_model.config, has_qk_norm, probed)
+
+    bridge = None
+    if backend == "tl":
+        bridge = boot_bridge(folder, hf_model, tokenizer, input_device)
     return LoadedModel(
         name=name,
         folder=folder,
@@ -230,4 +263,57 @@ def load_model(
         device=input_device,
         dtype=torch_dtype,
         entry=entry,
+        backend=backend,
+        kernel=kernel,
+    )
+
+
+def _text_config(model: Any) -> Any:
+    cfg = model.config
+    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+
+def _probe_token(model: Any) -> int:
+    """Any ordinary token id for the layout probe (all its copies must be the same token)."""
+    return min(100, int(getattr(_text_config(model), "vocab_size", 101)) - 1)
+
+
+def _given_folder(name: str) -> tuple[Path, ModelEntry | None]:
+    """The folder behind a model the caller built: the named one when it exists."""
+    if name in REGISTRY or hub.is_local_model_dir(name):
+        return resolve_folder(name)
+    return Path(name), None
+
+
+def _param_dtype(model: Any) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
+def _from_pretrained(auto, folder, torch_dtype, dev, trust_remote_code, kernel) -> Any:
+    multi_gpu = dev == "cuda" and torch.cuda.device_count() > 1
+    try:
+        model = auto.from_pretrained(
+            folder,
+            dtype=torch_dtype,
+            device_map="auto" if multi_gpu else None,
+            attn_implementation=kernel,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True,
+        )
+    except (OSError, ValueError) as err:
+        raise ModelNotFoundError(
+            f"cannot load weights from {folder}: {err}".split("\n")[0]
+        ) from err
+    if not multi_gpu:
+        model.to(dev)
+    return model
+
+
+def boot_bridge(folder: Path, hf_model: Any, tokenizer: Any, device: torch.device) -> Any:
+    """Wrap ``hf_model`` in TransformerLens' bridge. The bridge replaces the model's attention
+    modules by its own eager ones: a native-backend model must not be wrapped in place."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    return TransformerBridge.boot_transformers(
+        str(folder), hf_model=hf_model, tokenizer=tokenizer, device=str(device)
     )

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from rope_lens.engine.probe import Probe
 from rope_lens.errors import CheckpointError
 from rope_lens.rope import RopeError, RopeSpec, spec_from_rope_parameters
 from rope_lens.types import Pairing
@@ -70,51 +71,120 @@ def pairing_for(config: Any) -> Pairing:
     return "interleaved" if _text_config(config).model_type in INTERLEAVED_MODEL_TYPES else "half"
 
 
-def rope_layout(config: Any, has_qk_norm: bool) -> RopeLayout:
-    """Per-layer RopeSpecs from an HF config (text config for multimodal models)."""
+def _config_attr(cfg: Any, name: str, default: Any = None) -> Any:
+    """A config attribute, or ``default`` when missing or ambiguous (per-layer configs such
+    as Gemma 4's raise on global reads of a heterogeneous attribute)."""
+    try:
+        value = getattr(cfg, name, default)
+    except Exception:  # transformers' AmbiguousGlobalPerLayerAttributeError and kin
+        return default
+    return default if value is None else value
+
+
+def _config_spec(
+    cfg: Any, layer_params: Mapping[str, Any] | None, head_dim: int, pairing: Pairing
+) -> RopeSpec | None:
+    """The spec transformers' rope rules give for ``layer_params`` (None if they cannot)."""
+    override = getattr(cfg, INV_FREQ_KEY, None)
+    if override is not None:
+        return RopeSpec(
+            head_dim=head_dim,
+            inv_freq=torch.tensor(override, dtype=torch.float64),
+            pairing=pairing,
+            rope_type=str(getattr(cfg, "rope_lens_encoding", "rope_lens")),
+            theta=float((layer_params or {}).get("rope_theta", 10_000.0)),
+        )
+    if layer_params is None:
+        return None
+    try:
+        return spec_from_rope_parameters(
+            layer_params,
+            head_dim,
+            pairing,
+            max_position_embeddings=_config_attr(cfg, "max_position_embeddings"),
+        )
+    except (RopeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _layer_params(params: Any, kind: str) -> Mapping[str, Any] | None:
+    if not isinstance(params, Mapping):
+        return None
+    # Gemma 3/4 style: {"sliding_attention": {...}, "full_attention": {...}}
+    return params[kind] if kind in params else params
+
+
+def rope_layout(
+    config: Any, has_qk_norm: bool, probed: Probe | None = None, check_config: bool = True
+) -> RopeLayout:
+    """Per-layer RopeSpecs of a model.
+
+    With ``probed`` (what :func:`rope_lens.engine.probe.probe` read from the model's own
+    rotation), every layer's frequencies, attention scaling, pairing and shapes come from the
+    model itself, and the config-derived spec (exact fp64 frequencies from transformers' rope
+    rules) is used only where it agrees with them: a disagreement is an error, never a silent
+    choice. Configs our rope rules cannot read (Gemma 4's per-layer configs, GPT-J's
+    ``rotary_dim``) are analysed with the probed frequencies. Without ``probed`` (the
+    TransformerLens backend), the config alone decides. ``check_config=False`` takes the
+    model's rotation as it is now, ignoring the config (after editing rotary buffers by hand).
+    """
     cfg = _text_config(config)
     if getattr(cfg, "qk_norm_after_rope", False):
-        # HunYuan-style: the norm follows the rotation, so the "_normed" hook would hand us
-        # rotated vectors as if they were the pre-rotation ones. Refuse rather than mislabel.
+        # HunYuan-style: the norm follows the rotation, so the vector we would label
+        # "pre-rotation" is not the one that was rotated. Refuse rather than mislabel.
         raise RopeError(
             f"{cfg.model_type}: QK-norm after RoPE is not supported (its pre-rotation vectors "
-            "are not exposed by the bridge's hooks)"
+            "are not the ones the model rotates)"
         )
     if hasattr(cfg, "standardize_rope_params"):
-        cfg.standardize_rope_params()
+        try:
+            cfg.standardize_rope_params()
+        except Exception:  # per-layer configs standardise themselves
+            pass
     n_layers = int(cfg.num_hidden_layers)
-    n_heads = int(cfg.num_attention_heads)
-    n_kv_heads = int(getattr(cfg, "num_key_value_heads", None) or n_heads)
-    head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads)
-    pairing = pairing_for(cfg)
-    layer_types = tuple(getattr(cfg, "layer_types", None) or ["full_attention"] * n_layers)
-    params: Mapping[str, Any] | None = getattr(cfg, "rope_parameters", None)
-    if params is None:
-        raise CheckpointError(f"{cfg.model_type} config has no rope_parameters: not a RoPE model")
-    override = getattr(cfg, INV_FREQ_KEY, None)
-
-    specs: dict[str, RopeSpec] = {}
-    for kind in sorted(set(layer_types)):
-        # Gemma 3 style: {"sliding_attention": {...}, "full_attention": {...}}
-        layer_params = params[kind] if kind in params else params
-        if override is not None:
-            spec = RopeSpec(
-                head_dim=head_dim,
-                inv_freq=torch.tensor(override, dtype=torch.float64),
-                pairing=pairing,
-                rope_type=str(getattr(cfg, "rope_lens_encoding", "rope_lens")),
-                theta=float(layer_params.get("rope_theta", 10_000.0)),
-            )
-        else:
-            spec = spec_from_rope_parameters(
-                layer_params,
-                head_dim,
-                pairing,
-                max_position_embeddings=getattr(cfg, "max_position_embeddings", None),
-            )
-        specs[kind] = spec
+    n_heads = int(_config_attr(cfg, "num_attention_heads"))
+    n_kv_heads = int(_config_attr(cfg, "num_key_value_heads", n_heads))
+    head_dim = int(_config_attr(cfg, "head_dim", 0) or cfg.hidden_size // n_heads)
+    pairing: Pairing = pairing_for(cfg)
+    if probed is not None:
+        first = probed.layers[0]
+        n_heads, n_kv_heads, head_dim = first.n_heads, first.n_kv_heads, first.head_dim
+        if probed.pairing is not None:
+            pairing = probed.pairing
+    layer_types = tuple(_config_attr(cfg, "layer_types", None) or ["full_attention"] * n_layers)
+    params = _config_attr(cfg, "rope_parameters")
+    specs = []
+    for layer in range(n_layers):
+        kind = layer_types[layer]
+        seen = probed.layers.get(layer) if probed is not None else None
+        dim = seen.head_dim if seen is not None else head_dim
+        layer_params = _layer_params(params, kind)
+        from_config = _config_spec(cfg, layer_params, dim, pairing)
+        if seen is None or seen.inv_freq is None:
+            if from_config is None:
+                raise CheckpointError(
+                    f"{cfg.model_type}: cannot read the RoPE frequencies of layer {layer} "
+                    "(no rope_parameters in the config, and the model hands its attention no "
+                    "position_embeddings): not a RoPE model this tool can analyse"
+                )
+            specs.append(from_config)
+            continue
+        from_model = RopeSpec(
+            head_dim=dim,
+            inv_freq=seen.inv_freq,
+            pairing=pairing,
+            attention_scaling=seen.attention_scaling,
+            rope_type=str((layer_params or {}).get("rope_type", "default")),
+            theta=float((layer_params or {}).get("rope_theta", 10_000.0)),
+            extra={"read_from": "the model's rotation"},
+        )
+        if from_config is None or not check_config:
+            specs.append(from_model)
+            continue
+        _check_agree(from_config, from_model, kind, layer)
+        specs.append(from_config)
     return RopeLayout(
-        layer_specs=tuple(specs[k] for k in layer_types),
+        layer_specs=tuple(specs),
         layer_types=layer_types,
         qk_norm=has_qk_norm,
         head_dim=head_dim,
@@ -122,6 +192,23 @@ def rope_layout(config: Any, has_qk_norm: bool) -> RopeLayout:
         n_kv_heads=n_kv_heads,
         n_layers=n_layers,
     )
+
+
+def _check_agree(config: RopeSpec, model: RopeSpec, kind: str, layer: int) -> None:
+    """The config-derived frequencies must be the ones the model rotates with."""
+    ours, theirs = config.frequencies(), model.frequencies()
+    same = len(ours) == len(theirs) and torch.allclose(ours, theirs, rtol=1e-4, atol=2e-6)
+    if not same or config.rotary_dim != model.rotary_dim:
+        raise CheckpointError(
+            f"RoPE frequencies derived from the config differ from the model's own rotation "
+            f"in layer {layer} ({kind!r}, rope_type {config.rope_type}); refusing to analyse "
+            "with the wrong frequencies: please report this model"
+        )
+    if abs(config.attention_scaling - model.attention_scaling) > 1e-5:
+        raise CheckpointError(
+            f"attention scaling mismatch in layer {layer} ({kind!r}): config "
+            f"{config.attention_scaling}, model {model.attention_scaling}"
+        )
 
 
 def model_rotary_buffers(hf_model: Any) -> dict[str, tuple[torch.Tensor, float]]:

@@ -117,12 +117,10 @@ def test_memory_is_bounded_by_construction(tiny_lm):
     for n_texts in (1, 3):
         red = heads.HeadScoreReducer(lm, [0, 1])
         mean = ablation.MeanReducer(lm, [0, 1])
-        from rope_lens.extract import reducer_hooks, run_batches
+        from rope_lens.extract import SiteTap, run_batches
 
         batches = make_batches(lm, batch_size=1)
-        run_batches(
-            lm, list(batches())[:n_texts], red.hooks() + reducer_hooks(lm, [mean]), progress=False
-        )
+        run_batches(lm, list(batches())[:n_texts], taps=[red, SiteTap([mean])], progress=False)
         shapes.append(
             [tuple(t.shape) for t in red.sums.values()]
             + [tuple(t.shape) for t in mean.sums.values()]

@@ -29,9 +29,10 @@ def _pre_and_rot(lm):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_rotating_pre_reproduces_post(tiny_lm, arch):
-    """rotate(pre-rotation hook, positions, config spec) == post-rotation hook (fp32, 1e-5)."""
-    lm = tiny_lm(arch)
+def test_rotating_pre_reproduces_post(tiny_tl, arch):
+    """rotate(pre-rotation hook, positions, config spec) == post-rotation hook (fp32, 1e-5).
+    On the TransformerLens backend, whose pre-rotation hooks are independent of our layout."""
+    lm = tiny_tl(arch)
     batch, acts = _pre_and_rot(lm)
     for layer in range(lm.n_layers):
         spec = lm.rope.layer_specs[layer]
@@ -44,9 +45,9 @@ def test_rotating_pre_reproduces_post(tiny_lm, arch):
 
 
 @pytest.mark.parametrize("arch", ["llama3", "gemma3"])
-def test_wrong_pairing_or_theta_is_detected(tiny_lm, arch):
+def test_wrong_pairing_or_theta_is_detected(tiny_tl, arch):
     """The same check fails loudly for interleaved pairing or a 10x theta."""
-    lm = tiny_lm(arch)
+    lm = tiny_tl(arch)
     batch, acts = _pre_and_rot(lm)
     spec = lm.rope.layer_specs[-1]
     pre, rot = acts[Site(lm.n_layers - 1, "k", "pre")], acts[Site(lm.n_layers - 1, "k", "rot")]
@@ -74,9 +75,9 @@ def test_gemma3_layer_types_have_their_own_theta(tiny_lm):
     assert lm.rope.qk_norm
 
 
-def test_qk_norm_pre_vector_is_the_normed_one(tiny_lm):
+def test_qk_norm_pre_vector_is_the_normed_one(tiny_tl):
     """With QK-norm the raw projection is NOT what gets rotated (rotating it misses)."""
-    lm = tiny_lm("qwen3")
+    lm = tiny_tl("qwen3")
     batch = one_batch(lm, TEXTS)
     raw_q = {}
 
@@ -105,3 +106,21 @@ def test_hook_tensors_of_every_layout_become_batch_pos_head_dim():
     assert torch.equal(to_bphd("blocks.0.attn.hook_q_normed", flat, heads), x)
     assert torch.equal(to_bphd("blocks.0.attn.hook_k_normed", x.transpose(1, 2), heads), x)
     assert torch.equal(to_bphd("blocks.0.attn.hook_rot_q", x, heads), x)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_native_vectors_equal_the_bridge_hooks(tiny_lm, tiny_tl, arch):
+    """The native engine's q / k / v (post-rotation from the attention call, pre-rotation by
+    un-rotating with the layout) equal the bridge's independent hooks to 1e-5 at real tokens
+    (padded slots differ after layer 0: sdpa zeroes fully masked rows, eager spreads them)."""
+    native, tl = tiny_lm(arch), tiny_tl(arch)
+    batch, ours = _pre_and_rot(native)
+    _, ref = _pre_and_rot(tl)
+    real = batch.attention_mask.bool()
+    for site, x in ours.items():
+        err = (x[real] - ref[site][real]).abs().max()
+        assert err <= 1e-5 * max(1.0, float(ref[site].abs().max())), (site, float(err))
+    v = [Site(layer, "v") for layer in range(native.n_layers)]
+    ours_v, ref_v = capture(native, batch, v), capture(tl, batch, v)
+    for site in v:
+        assert torch.allclose(ours_v[site][real], ref_v[site][real], atol=1e-5)

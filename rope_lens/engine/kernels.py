@@ -1,0 +1,181 @@
+"""Attention arithmetic for the analyses, without a ``[T, T]`` tensor where the math allows.
+
+The head scores need, per query row i, the row's log-sum-exp and two attention-weighted sums
+(of the scores, for the entropy, and of the key positions, for the mean distance):
+
+    lse_i = log sum_j exp(s_ij),   sum_j a_ij s_ij = s q_i . sum_j a_ij k_j,   sum_j a_ij j,
+
+with a_ij = exp(s_ij - lse_i); any single weight a_ij is then exp(s_ij - lse_i) from one dot
+product.
+
+A fused attention kernel returns exactly these when handed ``value = [k, j]``: the kernel's
+output is the weighted sum of the values and, on the kernels that return it, its log-sum-exp.
+``attention_stats`` uses ``aten._scaled_dot_product_flash_attention_for_cpu`` on CPU and the
+memory-efficient kernel on CUDA (both O(T) memory), and falls back to query blocks (memory
+O(block x keys)) for soft-capped scores and for sliding windows shorter than the sequence,
+which those kernels cannot express. Every path is checked against an explicit softmax in the
+tests.
+
+Queries and keys are handed over post-rotation, ``[batch, head, pos, d_head]``, with keys
+already repeated to the query heads (GQA); positions are slot indices 0..T-1 (right padding,
+so a counted query never sees a padded key under the causal mask).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+# Query rows per block in the blockwise fallback: memory is BLOCK x keys per (batch, head).
+BLOCK = 256
+
+
+@dataclass
+class AttentionStats:
+    """Per query row i, each ``[batch, head, pos]``: ``lse`` = log sum_j exp(s_ij),
+    ``score_mean`` = sum_j a_ij s_ij (so the entropy is lse - score_mean) and ``pos_mean`` =
+    sum_j a_ij j (so the mean distance is i - pos_mean)."""
+
+    lse: Float[Tensor, "batch head pos"]
+    score_mean: Float[Tensor, "batch head pos"]
+    pos_mean: Float[Tensor, "batch head pos"]
+
+
+def allowed(query_pos: Tensor, key_pos: Tensor, window: int | None) -> Tensor:
+    """Causal (and sliding-window) visibility of ``key_pos`` from ``query_pos`` (broadcast):
+    key j is visible from query i when j <= i and, with a window w, i - j < w."""
+    ok = key_pos <= query_pos
+    if window is not None:
+        ok = ok & (query_pos - key_pos < window)
+    return ok
+
+
+def scores_of(
+    q: Float[Tensor, "batch head qpos d_head"],
+    k: Float[Tensor, "batch head kpos d_head"],
+    scale: float,
+    softcap: float | None,
+) -> Float[Tensor, "batch head qpos kpos"]:
+    s = torch.matmul(q, k.transpose(-1, -2)) * scale
+    if softcap:
+        s = torch.tanh(s / softcap) * softcap
+    return s
+
+
+def explicit_scores(
+    q: Float[Tensor, "batch head pos d_head"],
+    k: Float[Tensor, "batch head pos d_head"],
+    scale: float,
+    softcap: float | None = None,
+    window: int | None = None,
+) -> Float[Tensor, "batch head pos pos"]:
+    """Full pre-softmax scores with -inf where the causal / window mask hides a key (small
+    inputs only: per-prompt views such as the decomposition)."""
+    n = q.shape[-2]
+    pos = torch.arange(n, device=q.device)
+    s = scores_of(q, k, scale, softcap)
+    return s.masked_fill(~allowed(pos[:, None], pos[None, :], window), float("-inf"))
+
+
+def attention_stats(
+    q: Float[Tensor, "batch head pos d_head"],
+    k: Float[Tensor, "batch head pos d_head"],
+    scale: float,
+    softcap: float | None = None,
+    window: int | None = None,
+    force_blockwise: bool = False,
+) -> AttentionStats:
+    """Log-sum-exp and attention-weighted key / position sums of every query row, in fp32.
+
+    ``force_blockwise`` takes the fallback path (tests compare the two)."""
+    q, k = q.float(), k.float()
+    n, d = q.shape[-2], q.shape[-1]
+    fused_ok = not softcap and (window is None or n <= window) and not force_blockwise
+    if fused_ok and q.device.type in ("cpu", "cuda"):
+        # value = [k, j, 0...]: the kernel's output is then [sum a k, sum a j]. The CPU and
+        # flash kernels want equal head sizes, so q and k get zero columns (scores unchanged).
+        width = d + 1
+        width += (-width) % 8
+        pos = torch.arange(n, device=q.device, dtype=q.dtype)
+        value = torch.zeros(*k.shape[:-1], width, device=k.device, dtype=k.dtype)
+        value[..., :d] = k
+        value[..., d] = pos
+        qp = torch.nn.functional.pad(q, (0, width - d))
+        kp = torch.nn.functional.pad(k, (0, width - d))
+        out, lse = _fused(qp, kp, value, scale)
+        if out is not None:
+            # sum_j a_ij s_ij = scale * q_i . (sum_j a_ij k_j): linear in k without a softcap.
+            score_mean = (q * out[..., :d]).sum(-1) * scale
+            return AttentionStats(lse[..., :n], score_mean, out[..., d])
+    return _blockwise(q, k, scale, softcap, window)
+
+
+def _fused(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor | None, Tensor]:
+    """(output, lse) from a fused causal kernel, or (None, _) when none is available here."""
+    if q.device.type == "cpu":
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q, k, v, is_causal=True, scale=scale
+        )
+        return out, lse
+    try:  # CUDA: the memory-efficient kernel takes fp32 and returns the log-sum-exp
+        res = torch.ops.aten._scaled_dot_product_efficient_attention(
+            q, k, v, None, True, 0.0, True, scale=scale
+        )
+        return res[0], res[1]
+    except RuntimeError:  # unsupported shape / dtype on this GPU: the blockwise path
+        return None, q.new_empty(0)
+
+
+def _blockwise(
+    q: Tensor, k: Tensor, scale: float, softcap: float | None, window: int | None
+) -> AttentionStats:
+    n = q.shape[-2]
+    pos = torch.arange(n, device=q.device)
+    lse = q.new_empty(*q.shape[:-1])
+    score_mean = q.new_empty(*q.shape[:-1])
+    pos_mean = q.new_empty(*q.shape[:-1])
+    for start in range(0, n, BLOCK):
+        stop = min(start + BLOCK, n)
+        first = 0 if window is None else max(0, start - window + 1)
+        s = scores_of(q[..., start:stop, :], k[..., first:stop, :], scale, softcap)
+        ok = allowed(pos[start:stop, None], pos[None, first:stop], window)
+        s = s.masked_fill(~ok, float("-inf"))
+        row_lse = torch.logsumexp(s, dim=-1)
+        a = torch.exp(s - row_lse[..., None])
+        lse[..., start:stop] = row_lse
+        score_mean[..., start:stop] = (a * s.masked_fill(~ok, 0.0)).sum(-1)
+        pos_mean[..., start:stop] = torch.matmul(a, pos[first:stop].to(a.dtype))
+    return AttentionStats(lse, score_mean, pos_mean)
+
+
+def pair_scores(
+    q: Float[Tensor, "batch head pos d_head"],
+    k: Float[Tensor, "batch head pos d_head"],
+    offset: int,
+    scale: float,
+    softcap: float | None,
+) -> Float[Tensor, "batch head pos"]:
+    """s_{i, i - offset} for every query i >= offset (earlier rows are -inf), O(T) memory;
+    ``offset=-1`` is not allowed; for the first key use :func:`first_key_scores`."""
+    out = torch.full(q.shape[:-1], float("-inf"), device=q.device, dtype=q.dtype)
+    s = (q[..., offset:, :] * k[..., : q.shape[-2] - offset, :]).sum(-1) * scale
+    if softcap:
+        s = torch.tanh(s / softcap) * softcap
+    out[..., offset:] = s
+    return out
+
+
+def first_key_scores(
+    q: Float[Tensor, "batch head pos d_head"],
+    k: Float[Tensor, "batch head pos d_head"],
+    scale: float,
+    softcap: float | None,
+) -> Float[Tensor, "batch head pos"]:
+    """s_{i, 0} for every query i."""
+    s = (q * k[..., :1, :]).sum(-1) * scale
+    if softcap:
+        s = torch.tanh(s / softcap) * softcap
+    return s
