@@ -31,6 +31,13 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow model code from the hub (off by default; only for models you trust)",
     )
+    p.add_argument(
+        "--backend",
+        default=None,
+        choices=["native", "tl"],
+        help="native (default: the model's own sdpa/flash attention, observed through "
+        "transformers' attention interface) | tl (TransformerLens bridge, eager attention)",
+    )
 
 
 def add_input_arguments(p: argparse.ArgumentParser) -> None:
