@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from rope_lens.engine import native
+from rope_lens.errors import CheckpointError
 from rope_lens.inputs import Batch
 from rope_lens.types import Pairing
 
@@ -88,6 +89,13 @@ def probe(model: Any, n_layers: int, token_id: int, device: torch.device) -> Pro
     finally:
         for h in handles:
             h.remove()
+    missing = sorted(set(range(n_layers)) - set(tap.calls))
+    if missing:
+        raise CheckpointError(
+            f"{type(model).__name__}: layer {missing[0]} never called transformers' attention "
+            "interface (it computes attention its own way), so the native engine cannot see "
+            "its queries and keys; try --backend tl"
+        )
     layers = {}
     for layer in range(n_layers):
         q, k = tap.calls[layer]

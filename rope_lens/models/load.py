@@ -24,6 +24,7 @@ from rope_lens.models.registry import REGISTRY, ModelEntry, suggest
 from rope_lens.models.rope_config import (
     INV_FREQ_KEY,
     RopeLayout,
+    check_supported,
     rope_layout,
 )
 
@@ -242,6 +243,7 @@ def load_model(
     if override is not None:
         _apply_inv_freq_override(hf_model, override)
     has_qk_norm = any(n.endswith(("q_norm", "query_norm")) for n, _ in hf_model.named_modules())
+    check_supported(hf_model.config)
     kernel = "eager" if backend == "tl" else native.base_kernel_for(hf_model.config, dev)
     native.install(hf_model, kernel)
     input_device = hf_model.get_input_embeddings().weight.device

@@ -114,6 +114,24 @@ def _layer_params(params: Any, kind: str) -> Mapping[str, Any] | None:
     return params[kind] if kind in params else params
 
 
+def check_supported(config: Any) -> None:
+    """Refuse, with one line, attention layouts that have no one rotated key per head."""
+    cfg = _text_config(config)
+    if _config_attr(cfg, "kv_lora_rank") or _config_attr(cfg, "qk_rope_head_dim"):
+        raise RopeError(
+            f"{cfg.model_type}: multi-head latent attention (MLA) is not supported: its keys "
+            "are rebuilt from a low-rank latent plus a separate rotary part, so there is no "
+            "single rotated key per head to analyse"
+        )
+    if getattr(cfg, "qk_norm_after_rope", False):
+        # HunYuan-style: the norm follows the rotation, so the vector we would label
+        # "pre-rotation" is not the one that was rotated. Refuse rather than mislabel.
+        raise RopeError(
+            f"{cfg.model_type}: QK-norm after RoPE is not supported (its pre-rotation vectors "
+            "are not the ones the model rotates)"
+        )
+
+
 def rope_layout(
     config: Any, has_qk_norm: bool, probed: Probe | None = None, check_config: bool = True
 ) -> RopeLayout:
@@ -128,15 +146,9 @@ def rope_layout(
     TransformerLens backend), the config alone decides. ``check_config=False`` takes the
     model's rotation as it is now, ignoring the config (after editing rotary buffers by hand).
     """
+    check_supported(config)
     cfg = _text_config(config)
-    if getattr(cfg, "qk_norm_after_rope", False):
-        # HunYuan-style: the norm follows the rotation, so the vector we would label
-        # "pre-rotation" is not the one that was rotated. Refuse rather than mislabel.
-        raise RopeError(
-            f"{cfg.model_type}: QK-norm after RoPE is not supported (its pre-rotation vectors "
-            "are not the ones the model rotates)"
-        )
-    if hasattr(cfg, "standardize_rope_params"):
+    if hasattr(cfg, "standardize_rope_params") and _config_attr(cfg, "rope_parameters"):
         try:
             cfg.standardize_rope_params()
         except Exception:  # per-layer configs standardise themselves

@@ -16,6 +16,84 @@ ARCHS = ("llama", "llama3", "gemma", "gemma3", "qwen2", "qwen3")
 
 _VOCAB = ["<unk>", "<bos>", "<eos>", "<pad>"] + [chr(c) for c in range(32, 127)]
 
+# Every RoPE family the native engine must read (issue: "Engine v2"), as (config class name,
+# overrides on top of the common shape). Pairing, partial rotation, scaling and per-layer
+# types differ between them; the tests read each one's layout from its own rotation.
+_LLAMA_SCALING = {
+    "linear": {"rope_type": "linear", "factor": 4.0},
+    "dynamic": {"rope_type": "dynamic", "factor": 4.0},
+    "yarn": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 256},
+    "longrope": {
+        "rope_type": "longrope",
+        "short_factor": [1.0 + 0.1 * i for i in range(8)],
+        "long_factor": [2.0 + 0.2 * i for i in range(8)],
+        "original_max_position_embeddings": 64,
+    },
+}
+FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
+    **{
+        f"llama-{kind}": (
+            "LlamaConfig",
+            {"rope_parameters": {"rope_theta": 10_000.0, **params}},
+        )
+        for kind, params in _LLAMA_SCALING.items()
+    },
+    "mistral": ("MistralConfig", {"sliding_window": 8}),
+    "qwen2": ("Qwen2Config", {}),
+    "qwen3": ("Qwen3Config", {}),
+    "gemma": ("GemmaConfig", {"num_key_value_heads": 1}),
+    "gemma2": ("Gemma2Config", {"num_key_value_heads": 1, "sliding_window": 8}),
+    "gemma3": (
+        "Gemma3TextConfig",
+        {
+            "num_hidden_layers": 3,
+            "sliding_window": 8,
+            "layer_types": ["sliding_attention", "sliding_attention", "full_attention"],
+        },
+    ),
+    "gemma4": (
+        "Gemma4TextConfig",
+        {
+            "num_hidden_layers": 4,
+            "global_head_dim": 16,
+            "sliding_window": 8,
+            "vocab_size_per_layer_input": len(_VOCAB),
+            "hidden_size_per_layer_input": 8,
+            "layer_types": ["sliding_attention"] * 3 + ["full_attention"],
+        },
+    ),
+    "phi": ("PhiConfig", {"partial_rotary_factor": 0.5, "num_key_value_heads": None}),
+    "phi3": ("Phi3Config", {}),
+    "gpt_neox": ("GPTNeoXConfig", {"rotary_pct": 0.25, "num_key_value_heads": None}),
+    "stablelm": ("StableLmConfig", {"partial_rotary_factor": 0.25}),
+    "olmo2": ("Olmo2Config", {}),
+    "cohere": ("CohereConfig", {}),
+    "gptj": (
+        "GPTJConfig",
+        {"n_embd": 64, "n_layer": 2, "n_head": 4, "rotary_dim": 8, "n_positions": 1024},
+    ),
+    "granite": ("GraniteConfig", {}),
+    "glm": ("GlmConfig", {}),
+}
+# Multi-head latent attention: keys are rebuilt from a low-rank latent plus a separate
+# rotary part, so there is no one rotated key per head to analyse. Refused with one line.
+MLA_FAMILY = (
+    "DeepseekV3Config",
+    {
+        "n_routed_experts": 4,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 32,
+        "kv_lora_rank": 16,
+        "q_lora_rank": 16,
+        "qk_rope_head_dim": 8,
+        "qk_nope_head_dim": 8,
+        "v_head_dim": 16,
+        "first_k_dense_replace": 2,
+        "num_key_value_heads": 4,
+    },
+)
+
+
 
 def char_tokenizer():
     """A PreTrainedTokenizerFast mapping each printable ASCII character to one token."""
@@ -109,17 +187,51 @@ def tiny_config(arch: str, **overrides: Any):
     return cfg
 
 
+def family_config(family: str):
+    """Tiny config of any family in ``FAMILIES`` (or ``"deepseek_v3"``, the MLA refusal)."""
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    cls_name, extra = MLA_FAMILY if family == "deepseek_v3" else FAMILIES[family]
+    common: dict[str, Any] = dict(
+        vocab_size=len(_VOCAB),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=1024,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+    )
+    kwargs = {k: v for k, v in {**common, **extra}.items() if v is not None}
+    cfg = getattr(transformers, cls_name)(**kwargs)
+    cfg.architectures = [AutoModelForCausalLM._model_mapping[type(cfg)].__name__]
+    return cfg
+
+
+def family_model_dir(family: str, folder: str | Path, seed: int = 0) -> Path:
+    """Build a random model of ``family`` (see ``FAMILIES``) and save it into ``folder``."""
+    return _save(family_config(family), folder, seed)
+
+
 def tiny_model_dir(arch: str, folder: str | Path, seed: int = 0, **overrides: Any) -> Path:
     """Build a random ``arch`` model and save it (safetensors + tokenizer) into ``folder``."""
+    return _save(tiny_config(arch, **overrides), folder, seed)
+
+
+def _save(config: Any, folder: str | Path, seed: int) -> Path:
     from transformers import AutoModelForCausalLM
 
     folder = Path(folder)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(arch, **overrides))
+    model = AutoModelForCausalLM.from_config(config)
     # Random init leaves q/k small; scale them so attention is not uniform and RoPE matters.
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith(("q_proj.weight", "k_proj.weight")):
+            if name.endswith(("q_proj.weight", "k_proj.weight", "query_key_value.weight", "qkv_proj.weight")):
                 p.mul_(8.0)
     model.save_pretrained(folder)
     char_tokenizer().save_pretrained(folder)

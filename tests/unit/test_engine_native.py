@@ -1,0 +1,267 @@
+"""The native engine: kernels without [T, T], every RoPE family read from its own rotation, and
+agreement with independent references (explicit softmax, the model's eager attention weights,
+the TransformerLens backend)."""
+
+import math
+
+import pytest
+import torch
+
+from rope_lens import inputs, rope
+from rope_lens.analyses import ablation, band_norms, heads
+from rope_lens.engine import kernels
+from rope_lens.errors import RopeLensError
+from rope_lens.extract import Site, capture
+from rope_lens.models import load_model
+from rope_lens.models.tiny import FAMILIES, family_model_dir
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TEXTS = [
+    "It's a truth universally acknowledged, that a single man in possession",
+    "To be, or not to be",
+    "Now is the winter of our discontent made glorious summer",
+]
+INTERLEAVED = {"cohere", "gptj", "glm"}
+ROTARY_DIM = {"phi": 8, "gpt_neox": 4, "stablelm": 4, "gptj": 8, "glm": 8}
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory):
+    root = tmp_path_factory.mktemp("families")
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            folder = family_model_dir(name, root / name)
+            cache[name] = (folder, load_model(str(folder), device="cpu"))
+        return cache[name]
+
+    return get
+
+
+def _batches(lm, texts=TEXTS, batch_size=2):
+    seqs = inputs.tokenize(lm.tokenizer, texts, lm.bos_token_id, 64)
+    has_bos = lm.bos_token_id is not None
+    return lambda: inputs.batches(seqs, batch_size, lm.tokenizer.pad_token_id, has_bos)
+
+
+# --- kernels ----------------------------------------------------------------------------------
+
+
+def _explicit(q, k, scale, cap, window):
+    s = kernels.explicit_scores(q, k, scale, cap, window)
+    lse = torch.logsumexp(s, -1)
+    a = torch.softmax(s, -1)
+    pos = torch.arange(q.shape[-2], dtype=q.dtype)
+    return lse, (a * s.nan_to_num(neginf=0.0)).sum(-1), a @ pos
+
+
+@pytest.mark.parametrize("window", [None, 5])
+@pytest.mark.parametrize("cap", [None, 3.0])
+def test_attention_stats_equal_an_explicit_softmax(window, cap):
+    """log-sum-exp, sum a s and sum a j from the fused kernel and from query blocks equal an
+    explicit softmax over the masked [T, T] scores."""
+    torch.manual_seed(0)
+    q, k = torch.randn(2, 3, 40, 16) * 2, torch.randn(2, 3, 40, 16) * 2
+    ref = _explicit(q, k, 0.25, cap, window)
+    old = kernels.BLOCK
+    kernels.BLOCK = 7  # several blocks, some straddling the window edge
+    try:
+        for force in (False, True):
+            got = kernels.attention_stats(q, k, 0.25, cap, window, force_blockwise=force)
+            for a, b in zip((got.lse, got.score_mean, got.pos_mean), ref):
+                assert torch.allclose(a, b, atol=1e-4), (force, float((a - b).abs().max()))
+    finally:
+        kernels.BLOCK = old
+
+
+# --- every family -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_family_layout_is_the_models_own_rotation(family, name):
+    """On a text of one repeated token, layer 0's inputs are identical at every position, so
+    its pre-rotation vectors must be too: un-rotating with the layout we read must undo the
+    model's rotation exactly (frequencies and pairing), whatever the architecture."""
+    _, lm = family(name)
+    spec = lm.rope.layer_specs[0]
+    assert spec.pairing == ("interleaved" if name in INTERLEAVED else "half")
+    assert spec.rotary_dim == ROTARY_DIM.get(name, 16)
+    ids = torch.full((1, 24), 40)
+    batch = inputs.Batch(ids, torch.ones_like(ids), torch.arange(24)[None], ids > 0)
+    acts = capture(lm, batch, [Site(0, "q", "pre"), Site(0, "q", "rot"), Site(0, "k", "pre")])
+    for site in (Site(0, "q", "pre"), Site(0, "k", "pre")):
+        x = acts[site][0]  # (pos, head, d_head)
+        assert torch.allclose(x, x[:1].expand_as(x), atol=2e-5 * float(x.abs().max())), site
+    rot = acts[Site(0, "q", "rot")][0]
+    moving = spec.frequencies()[: spec.rotary_dim // 2] > 1e-3
+    if moving.any():  # and the model does rotate: post-rotation vectors differ by position
+        assert (rot[5] - rot[0]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_family_head_scores_equal_the_models_eager_attention(family, name):
+    """Head scores from logits + log-sum-exp (no pattern) equal scores reduced from the
+    model's own eager attention weights (``output_attentions``), with sliding windows and
+    soft-capping as the model applies them."""
+    from transformers import AutoModelForCausalLM
+
+    folder, lm = family(name)
+    eager = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    make = _batches(lm)
+    ours = heads.run(lm, make(), list(range(lm.n_layers)), progress=False)
+    ref = heads.HeadScoreReducer(lm, range(lm.n_layers))
+    with torch.no_grad():
+        for batch in make():
+            out = eager(
+                batch.input_ids,
+                attention_mask=batch.attention_mask,
+                output_attentions=True,
+                use_cache=False,
+            )
+            for layer, pattern in enumerate(out.attentions):
+                ref.update(layer, pattern, batch.count_mask)
+    theirs = ref.to_frame()
+    for col in heads.SCORES:
+        err = (ours[col] - theirs[col]).abs().max()
+        assert err < 1e-4, (name, col, float(err))
+
+
+def test_gemma4_full_layers_are_p_rope(family):
+    """Gemma 4: sliding layers default RoPE (theta 1e4); full layers proportional RoPE with
+    p = 0.25 at theta 1e6, i.e. the paper's p-RoPE (the lowest 75% of chunks never turn)."""
+    _, lm = family("gemma4")
+    by_type = dict(zip(lm.rope.layer_types, lm.rope.layer_specs))
+    full, sliding = by_type["full_attention"], by_type["sliding_attention"]
+    assert torch.allclose(full.frequencies(), rope.p_rope_inv_freq(1e6, 16, 0.25), atol=1e-7)
+    assert torch.allclose(sliding.frequencies(), rope.default_inv_freq(1e4, 16), atol=1e-7)
+    df = band_norms.run(lm, _batches(lm)(), list(range(lm.n_layers)), progress=False)
+    assert df.mean_norm.notna().all() and len(df) == lm.n_layers * (4 + 2 + 2) * 8
+
+
+def test_gptj_frequencies_come_from_its_rotation(family):
+    """GPT-J has no rope_parameters: its rotation (interleaved, first rotary_dim dims, theta
+    1e4) is read from the model itself."""
+    _, lm = family("gptj")
+    spec = lm.rope.layer_specs[0]
+    expected = 1.0 / 10_000 ** (torch.arange(0, 8, 2, dtype=torch.float64) / 8)
+    assert torch.allclose(spec.inv_freq, expected, rtol=1e-6)
+
+
+def test_yarn_attention_scaling_is_read_and_divided_out(family):
+    """YaRN multiplies cos and sin by 0.1 ln(factor) + 1: the layout carries it, and band
+    norms report the pre-rotation convention (post-rotation norms divided by it)."""
+    _, lm = family("llama-yarn")
+    spec = lm.rope.layer_specs[0]
+    assert spec.attention_scaling == pytest.approx(0.1 * math.log(4.0) + 1, rel=1e-6)
+    batch = next(_batches(lm)())
+    acts = capture(lm, batch, [Site(0, "q", "pre"), Site(0, "q", "rot")])
+    pre, rot = acts[Site(0, "q", "pre")], acts[Site(0, "q", "rot")]
+    assert torch.allclose(
+        rope.chunk_norms(rot, spec) / spec.attention_scaling, rope.chunk_norms(pre, spec), atol=1e-5
+    )
+
+
+def test_mla_is_refused_in_one_line(tmp_path):
+    folder = family_model_dir("deepseek_v3", tmp_path / "mla")
+    with pytest.raises(RopeLensError, match="multi-head latent attention"):
+        load_model(str(folder), device="cpu")
+
+
+def test_softcapped_model_wraps_the_eager_kernel(family):
+    """sdpa refuses Gemma 2's softcap: the native engine wraps the model's eager kernel."""
+    _, lm = family("gemma2")
+    assert lm.kernel == "eager" and lm.hf_model.config._attn_implementation == "rope_lens_eager"
+
+
+def test_sliding_window_survives_the_new_implementation_name(family):
+    """The trap: a new attention name without its mask function loses the sliding window.
+    With a window of 8 and 40 tokens, the wrapped model's logits equal plain sdpa's."""
+    from transformers import AutoModelForCausalLM
+
+    folder, lm = family("mistral")
+    plain = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa").eval()
+    ids = torch.randint(4, 90, (1, 40))
+    with torch.no_grad():
+        ours = lm.hf_model(ids, use_cache=False).logits
+        ref = plain(ids, use_cache=False).logits
+        full = (
+            AutoModelForCausalLM.from_pretrained(
+                folder, attn_implementation="sdpa", sliding_window=None
+            )
+            .eval()(ids, use_cache=False)
+            .logits
+        )
+    assert (ours - ref).abs().max() < 1e-5
+    assert (full - ref).abs().max() > 1e-3  # the window does matter at this length
+
+
+def test_layers_after_the_last_needed_one_are_not_computed(tiny_lm):
+    """A reducer on layer 0 of a 2-layer model never runs layer 1 (nor the unembedding)."""
+    lm = tiny_lm("llama")
+    calls = []
+    handle = lm.hf_model.model.layers[1].register_forward_hook(lambda *a: calls.append(1))
+    try:
+        band_norms.run(lm, _batches(lm)(), [0], progress=False)
+    finally:
+        handle.remove()
+    assert calls == []
+
+
+# --- both backends ----------------------------------------------------------------------------
+
+BACKEND_ARCHS = ["llama", "llama3", "gemma", "gemma3", "qwen2", "qwen3"]
+
+
+def _close(a, b, tol=1e-4):
+    num = a.select_dtypes("number").columns
+    err = (a[num].reset_index(drop=True) - b[num].reset_index(drop=True)).abs().max().max()
+    assert err < tol, float(err)
+    other = [c for c in a.columns if c not in num and c != "model"]
+    assert a[other].reset_index(drop=True).equals(b[other].reset_index(drop=True))
+
+
+@pytest.mark.parametrize("arch", BACKEND_ARCHS)
+def test_backends_agree_on_every_streaming_analysis(tiny_lm, tiny_tl, arch):
+    """band-norm, heads, profiles, apostrophe and ablations (every kind, all heads and one
+    head, BOS spared or not): native == TransformerLens to 1e-4."""
+    from rope_lens.analyses import apostrophe, profiles
+
+    nat, tl = tiny_lm(arch), tiny_tl(arch)
+    make = _batches(nat)
+    layers = list(range(nat.n_layers))
+    for module in (band_norms, heads, profiles, apostrophe):
+        _close(
+            module.run(nat, make(), layers, progress=False),
+            module.run(tl, make(), layers, progress=False),
+        )
+    n = nat.head_dim // 2
+    configs = [
+        ablation.Ablation(kind, n - 3, n, tuple(layers), head, spare_first=spare)
+        for kind in ablation.ABLATIONS
+        for head in (None, (1,))
+        for spare in (False, True)
+    ]
+    _close(
+        ablation.run_ablations(nat, make, configs, progress=False),
+        ablation.run_ablations(tl, make, configs, progress=False),
+    )
+
+
+@pytest.mark.parametrize("arch", ["llama3", "gemma3"])
+def test_backends_agree_on_the_small_views(tiny_lm, tiny_tl, arch):
+    """decompose and per-token (explicit rows of one prompt): native == TransformerLens."""
+    from rope_lens.analyses import decompose, per_token
+
+    nat, tl = tiny_lm(arch), tiny_tl(arch)
+    batch = next(_batches(nat, TEXTS[:1], 1)())
+    layers = list(range(nat.n_layers))
+    _close(
+        decompose.decompose(nat, batch, layers, [0, 3], query_pos=[5, 9]),
+        decompose.decompose(tl, batch, layers, [0, 3], query_pos=[5, 9]),
+    )
+    _close(
+        per_token.head_token_frame(nat, batch, layers, [0, 3]),
+        per_token.head_token_frame(tl, batch, layers, [0, 3]),
+    )
