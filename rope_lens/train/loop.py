@@ -192,9 +192,11 @@ def _deferred_signals():
     stop = _Stop()
 
     def handler(signum, frame) -> None:
-        if stop.signum is not None:  # a second signal: stop now
+        # Ctrl-C twice stops now; a repeated SIGTERM (the kernel may deliver a parent-death
+        # signal more than once) only confirms the stop at the step end.
+        if stop.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        stop.signum = signum
+        stop.signum = stop.signum or signum
 
     previous = {}
     try:

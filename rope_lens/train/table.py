@@ -94,8 +94,19 @@ def _run_cell(cfg_dict: dict[str, Any], run_dir: str, data_root: str, threads: i
 
     if threads:
         torch.set_num_threads(threads)
-    train(TrainConfig.from_dict(cfg_dict), run_dir, data_root=data_root, progress=False)
+    try:
+        train(TrainConfig.from_dict(cfg_dict), run_dir, data_root=data_root, progress=False)
+    except KeyboardInterrupt:  # SIGTERM from a dying parent: train saved a checkpoint
+        if _in_worker():
+            os._exit(143)  # never linger in the pool waiting for work from a dead parent
+        raise
     return run_dir
+
+
+def _in_worker() -> bool:
+    import multiprocessing as mp
+
+    return mp.parent_process() is not None
 
 
 def run_grid(
@@ -152,12 +163,13 @@ def run_grid(
         import multiprocessing as mp
 
         # spawn, not fork: the parent has torch (and its thread pools) initialised already.
-        with ProcessPoolExecutor(
+        pool = ProcessPoolExecutor(
             jobs,
             mp_context=mp.get_context("spawn"),
             initializer=die_with_parent,
             initargs=(os.getpid(),),
-        ) as pool:
+        )
+        try:
             futures = {pool.submit(_run_cell, *a): a[1] for a in args}
             for fut in as_completed(futures):
                 try:
@@ -165,7 +177,22 @@ def run_grid(
                 except RopeLensError as err:
                     failed.append(f"{futures[fut]}: {err}")
                     say(f"FAILED {futures[fut]}: {err}")
+        except BaseException:  # Ctrl-C, SIGTERM: workers checkpoint at their step end and go
+            stop_workers(pool)
+            raise
+        pool.shutdown()
     return failed
+
+
+def stop_workers(pool: ProcessPoolExecutor) -> None:
+    """SIGTERM every worker of ``pool`` (each saves a checkpoint at the end of its step),
+    then wait for them, instead of waiting for whole runs to finish."""
+    import signal
+
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        if proc.is_alive():
+            os.kill(proc.pid, signal.SIGTERM)
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def read_results(path: Path) -> dict[str, Any]:

@@ -173,3 +173,43 @@ def test_full_disk_during_train_is_one_line_and_keeps_the_old_checkpoint(
     lines = [x for x in err.splitlines() if x.startswith("error:")]
     assert len(lines) == 1 and "No space left on device" in lines[0] and "Traceback" not in err
     assert checkpoint.find_latest(run).name == "step-00000001"
+
+
+def test_orphaned_grid_worker_checkpoints_and_exits(tmp_path, data_root):
+    """A real `table --jobs` worker training when its parent is SIGKILLed: it gets SIGTERM,
+    saves a checkpoint at the end of its step (ckpt_every is far away) and exits."""
+    from rope_lens.train import checkpoint
+    from rope_lens.train.data import prepare_data
+
+    cfg = _cfg(**{**FAST, "steps": 100000, "ckpt_every": 100000, "log_every": 1})
+    prepare_data(cfg.dataset, cfg.data_source, cfg.model.vocab_size, data_root)
+    run = tmp_path / "run"
+    script = textwrap.dedent(
+        f"""
+        import json, os, signal, time, multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        from rope_lens.train.config import TrainConfig
+        from rope_lens.train.table import _run_cell, die_with_parent
+
+        if __name__ == "__main__":
+            pool = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"),
+                                       initializer=die_with_parent, initargs=(os.getpid(),))
+            cfg = json.loads({json.dumps(json.dumps(cfg.to_dict()))})
+            pool.submit(_run_cell, cfg, {str(run)!r}, {str(data_root)!r}, 1)
+            while not os.path.exists({str(run / "metrics.jsonl")!r}):
+                time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), *sys.path])}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    worker = int((run / ".rope-lens.lock").read_text().split()[1])
+    for _ in range(1200):  # bounded wait for the worker's step to end
+        if not _alive(worker):
+            break
+        import time
+
+        time.sleep(0.1)
+    assert not _alive(worker)
+    assert checkpoint.find_latest(run) is not None
