@@ -82,6 +82,7 @@ def regenerate(
 
     The pages load ``plotlyjs`` (default: one ``out/plotly.min.js``, written once)."""
     import pandas as pd
+    import plotly.graph_objects as go
 
     from rope_lens import theory as T
     from rope_lens.viz import theory as V
@@ -97,7 +98,7 @@ def regenerate(
         plotlyjs = shared_plotlyjs(out)
         written.append(plotlyjs)
 
-    def save(fig: object, name: str, **frames: pd.DataFrame) -> None:
+    def save(fig: go.Figure, name: str, **frames: pd.DataFrame) -> None:
         """Write the figure and its data: ``data`` -> name.csv, ``other`` -> name_other.csv."""
         nonlocal static
         written.extend(save_figure(fig, out / name, ["html"], plotlyjs=plotlyjs))

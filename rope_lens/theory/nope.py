@@ -147,7 +147,8 @@ def adversarial_search(
     column = 2 if target == "diagonal" else 1
     rows = []
     for step in range(steps + 1):
-        logits = bos_x_x_logits(*params, rotations)
+        w_q, w_k, x_bos, x = params
+        logits = bos_x_x_logits(w_q, w_k, x_bos, x, rotations)
         log_alpha = torch.log_softmax(logits, dim=-1)
         with torch.no_grad():
             alpha = log_alpha.exp()

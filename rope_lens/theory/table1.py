@@ -100,7 +100,7 @@ def table1(
 
 def table1_markdown(frame: pd.DataFrame) -> str:
     """The paper's layout (rows Positional / Semantic, columns NoPE / RoPE / p-RoPE), ✓ / ✗."""
-    encodings = list(frame["encoding"])
+    encodings = [str(e) for e in frame["encoding"]]
     lines = [
         "| Encoding | " + " | ".join(LABELS.get(e, e) for e in encodings) + " |",
         "|---|" + "---|" * len(encodings),

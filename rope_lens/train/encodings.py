@@ -184,7 +184,12 @@ def get_encoding(name: str, theta: float = 10_000.0) -> PositionalEncoding:
         if not (math.isfinite(p) and 0.0 <= p <= 1.0):
             raise InputError(f"encoding {name!r}: p must be in [0, 1], got {p:g}")
         variant = m["variant"]
-        family: Family = {None: "p-rope", "reversed": "reversed", "partial": "partial"}[variant]
+        families: dict[str | None, Family] = {
+            None: "p-rope",
+            "reversed": "reversed",
+            "partial": "partial",
+        }
+        family = families[variant]
         canonical = f"{_format_p(p)}-rope" + (f"-{variant}" if variant else "")
         return PositionalEncoding(canonical, family, p, theta)
     known = ", ".join(TABLE2_NAMES)
@@ -258,7 +263,7 @@ def apply_inv_freq(hf_model: nn.Module, inv_freq: Sequence[float] | Tensor) -> N
                 if original is not None and original.shape == vec.shape:
                     original.copy_(vec.to(original.dtype))
         # The frequencies are fixed by training; 1.0 is what every encoding here uses.
-        module.attention_scaling = 1.0
+        setattr(module, "attention_scaling", 1.0)  # noqa: B010 (a plain attribute, not a buffer)
 
 
 # The name the trainer's modules import; ``PositionalEncoding`` says what it is.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -149,7 +150,7 @@ def add_chunk_heatmap(
     ticks = chunk_ticks(n_chunks)
     same = bool(np.allclose(frequency, frequency[:, [ref]], rtol=1e-6, equal_nan=True))
     where = "" if same else f" ({hover_column[ref].split('<br>')[0]})"
-    common = dict(
+    common: dict[str, Any] = dict(
         range=[n_chunks - 0.5, -0.5],
         tickmode="array",
         tickvals=ticks,

@@ -13,6 +13,7 @@ its layer, head, chunk, exact frequency, wavelength and value.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -196,7 +197,8 @@ def band_norm_panels(
         horizontal_spacing=min(spacing, 0.9 / max(n, 1)) if n > 1 else 0.0,
     )
     for i, (z, freq, wave, cols, labels, sub_kind) in enumerate(grids, start=1):
-        domain_end = fig.get_subplot(1, i).xaxis.domain[1]
+        xaxis: Any = fig.layout[f"xaxis{i if i > 1 else ''}"]  # panel i's x axis
+        domain_end = xaxis.domain[1]
         add_chunk_heatmap(
             fig, 1, i, z, cols, freq, wave, labels, "Mean norm", zmax=zmax,
             note=_V_NOTE if sub_kind == "v" else "",

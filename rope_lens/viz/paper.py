@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
 
 from rope_lens.viz import ablation, freq, heads, tokens
 
-Tables = Mapping[str, object]
+Tables = Mapping[str, Any]  # table kind -> DataFrame ("domains": name -> DataFrame)
 
 KIND_COLUMNS = {  # first match wins: more specific signatures first
     "decompose": {"contribution", "query_pos", "key_pos"},

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -41,6 +42,12 @@ TEMPLATE = go.layout.Template(
     )
 )
 pio.templates["rope_lens"] = TEMPLATE
+
+
+def panel(row: int, col: int) -> dict[str, Any]:
+    """``row``/``col`` keywords for ``fig.add_vline`` / ``add_hline``: plotly leaves them
+    unannotated with the default ``"all"``, so a type checker reads them as ``str``."""
+    return {"row": row, "col": col}
 
 
 def styled(fig: go.Figure, title: str | None = None) -> go.Figure:

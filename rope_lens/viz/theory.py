@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from rope_lens.viz.style import CATEGORICAL, styled
+from rope_lens.viz.style import CATEGORICAL, panel, styled
 
 _PANEL_TITLES = {
     "constant": "(a) Constant queries and keys",
@@ -99,7 +100,7 @@ def distance_argmax_figure(profiles: pd.DataFrame, title: str) -> go.Figure:
             row=row,
             col=1,
         )
-        fig.add_vline(x=target, line=dict(color="black", dash="dot", width=1), row=row, col=1)
+        fig.add_vline(x=target, line=dict(color="black", dash="dot", width=1), **panel(row, 1))
         fig.update_yaxes(range=[-0.6, 1.1], row=row, col=1)
     fig.update_xaxes(title_text="Distance of the key behind the query", row=len(targets), col=1)
     fig.update_yaxes(title_text="Logit / |q|²", row=(len(targets) + 1) // 2, col=1)
@@ -132,13 +133,13 @@ def nope_bound_figure(draws: pd.DataFrame, adversary: pd.DataFrame, title: str) 
                 x=part["step"],
                 y=part["alpha"],
                 name=f"{encoding}, {target}",
-                line=dict(dash=_DASH.get(target, "solid"), color=CATEGORICAL[(i // 2) % 7]),
+                line=dict(dash=_DASH.get(str(target), "solid"), color=CATEGORICAL[(i // 2) % 7]),
             ),
             row=1,
             col=2,
         )
-    fig.add_vline(x=0.5, line=dict(color="black", dash="dot"), row=1, col=1)
-    fig.add_hline(y=0.5, line=dict(color="black", dash="dot"), row=1, col=2)
+    fig.add_vline(x=0.5, line=dict(color="black", dash="dot"), **panel(1, 1))
+    fig.add_hline(y=0.5, line=dict(color="black", dash="dot"), **panel(1, 2))
     fig.update_layout(barmode="overlay")
     fig.update_xaxes(title_text="α₃,₃", row=1, col=1)
     fig.update_yaxes(title_text="heads", row=1, col=1)
@@ -160,7 +161,7 @@ def sharpness_figure(frame: pd.DataFrame, title: str) -> go.Figure:
                     # Later encodings drawn thinner on top: coinciding curves stay visible.
                     line=dict(
                         color=CATEGORICAL[i % len(CATEGORICAL)],
-                        dash=_DASH.get(kind),
+                        dash=_DASH.get(str(kind)),
                         width=max(1.5, 4 - 1.25 * i),
                     ),
                 )
@@ -199,7 +200,8 @@ def overtaking_figure(
     """Thm 6.1: context length at which a distractor overtakes the target, per chunk."""
     fig = go.Figure()
     groups = frame.groupby(["encoding", "theta", "distractor_phase"], sort=False)
-    for i, ((encoding, theta, phase), part) in enumerate(groups):
+    for i, (key, part) in enumerate(groups):
+        encoding, theta, phase = cast(tuple[str, float, float], key)
         finite = part[part["overtaking_length"] < math.inf]
         never = len(part) - len(finite)
         ratio = f"{phase / math.pi:.2g}"
