@@ -31,6 +31,7 @@ shared BOS query noted above).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -42,6 +43,7 @@ from rope_lens.engine import kernels
 from rope_lens.extract import HookFn, run_batches
 from rope_lens.inputs import Batch
 from rope_lens.models.load import LoadedModel
+from rope_lens.resume import resumable
 
 SCORES = ("diag_score", "prev_score", "sink_score", "mean_distance", "entropy")
 CLASSES = ("diagonal", "previous-token", "sink", "other")
@@ -173,6 +175,18 @@ class HeadScoreReducer:
         self.n[layer] = self.n.get(layer, 0) + n
         self.n_prev[layer] = self.n_prev.get(layer, 0) + int(count[:, 1:].sum())
 
+    def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Partial sums and counts, for a resume checkpoint (``rope_lens.resume``)."""
+        tensors = {str(layer): t for layer, t in self.sums.items()}
+        return tensors, {"n": dict(self.n), "n_prev": dict(self.n_prev)}
+
+    def load_state(self, tensors: dict[str, Tensor], extra: dict[str, Any]) -> None:
+        for key, t in tensors.items():
+            layer = int(key)
+            self.sums[layer] = t.to(self.lm.device)
+            self.n[layer] = int(extra["n"][key])
+            self.n_prev[layer] = int(extra["n_prev"][key])
+
     def to_frame(self) -> pd.DataFrame:
         lm = self.lm
         group = lm.n_heads // lm.n_kv_heads
@@ -215,13 +229,25 @@ def run(
     layers: Sequence[int],
     total: int | None = None,
     progress: bool = True,
+    options: dict | None = None,
 ) -> pd.DataFrame:
-    """Head-score table for ``layers`` over every counted query of ``batch_iter``."""
+    """Head-score table for ``layers`` over every counted query of ``batch_iter``
+    (``options``: the pipeline's, for a resume checkpoint)."""
     reducer = HeadScoreReducer(lm, layers)
+    skip, after_batch, finished = resumable(options or {}, [reducer])
     run_batches(
-        lm, batch_iter, last_layer=max(layers), total=total, progress=progress, **reducer.plug()
+        lm,
+        batch_iter,
+        last_layer=max(layers),
+        total=total,
+        progress=progress,
+        skip=skip,
+        after_batch=after_batch,
+        **reducer.plug(),
     )
-    return reducer.to_frame()
+    df = reducer.to_frame()
+    finished()
+    return df
 
 
 def analyze(
@@ -232,8 +258,8 @@ def analyze(
     progress: bool = True,
     total: int | None = None,
 ) -> pd.DataFrame:
-    """Pipeline entry point (see ``rope_lens.pipeline``)."""
-    return run(lm, make_batches(), layers, total=total, progress=progress)
+    """Pipeline entry point (see ``rope_lens.pipeline``); resumes from a checkpoint."""
+    return run(lm, make_batches(), layers, total=total, progress=progress, options=options)
 
 
 def summarize(df: pd.DataFrame) -> str:

@@ -28,6 +28,7 @@ from rope_lens.analyses import heads
 from rope_lens.analyses.band_norms import BandNormReducer
 from rope_lens.extract import SiteTap, reducer_hooks, run_batches
 from rope_lens.models.load import LoadedModel
+from rope_lens.resume import resumable
 
 STATS = ("mean_log10_freq", "high_share", "low_share", "peak_chunk")
 
@@ -92,16 +93,30 @@ def run(
     layers: Sequence[int],
     total: int | None = None,
     progress: bool = True,
+    options: dict | None = None,
 ) -> pd.DataFrame:
-    """Spectra, stats and head classes for ``layers`` in one pass over ``batch_iter``."""
+    """Spectra, stats and head classes for ``layers`` in one pass over ``batch_iter``
+    (``options``: the pipeline's, for a resume checkpoint)."""
     bands = BandNormReducer(lm, layers, kinds="qk")
     scores = heads.HeadScoreReducer(lm, layers)
     if lm.backend == "native":
         plug = {"taps": [SiteTap([bands]), scores]}
     else:
         plug = {"hooks": reducer_hooks(lm, [bands]) + scores.hooks()}
-    run_batches(lm, batch_iter, last_layer=max(layers), total=total, progress=progress, **plug)
-    return join(bands.to_frame(), scores.to_frame())
+    skip, after_batch, finished = resumable(options or {}, [bands, scores])
+    run_batches(
+        lm,
+        batch_iter,
+        last_layer=max(layers),
+        total=total,
+        progress=progress,
+        skip=skip,
+        after_batch=after_batch,
+        **plug,
+    )
+    df = join(bands.to_frame(), scores.to_frame())
+    finished()
+    return df
 
 
 def analyze(
@@ -112,8 +127,8 @@ def analyze(
     progress: bool = True,
     total: int | None = None,
 ) -> pd.DataFrame:
-    """Pipeline entry point (see ``rope_lens.pipeline``)."""
-    return run(lm, make_batches(), layers, total=total, progress=progress)
+    """Pipeline entry point (see ``rope_lens.pipeline``); resumes from a checkpoint."""
+    return run(lm, make_batches(), layers, total=total, progress=progress, options=options)
 
 
 def class_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -639,3 +639,25 @@ def test_report_full_disk_is_one_line_and_keeps_the_old_page(model, tmp_path, ca
     assert cli.main(["report", str(out), "--out", str(page)]) == 2
     _one_line(capsys.readouterr().err, "No space left on device")
     assert page.read_text() == "old page"
+
+
+@pytest.mark.parametrize("analysis", ["heads", "profiles"])
+def test_head_analyses_resume_after_an_interrupt(model, tmp_path, capsys, monkeypatch, analysis):
+    """Heads and profiles checkpoint too: Ctrl-C at batch 3, rerun, same table as a fresh run."""
+    from rope_lens import inputs
+
+    name = analysis.replace("-", "_")
+    out = str(tmp_path / "out")
+    args = ["--model", str(model), "--out", out, "--layers", "0,1", "--no-progress"]
+    args += ["--analysis", analysis, "--max-tokens", "500", "--batch-size", "2"]
+    real = _interrupt_after(monkeypatch, 3)
+    code, _, err = _analyze(capsys, *args)
+    assert code == 130 and "kept 3 finished batches" in err
+    monkeypatch.setattr(inputs, "batches", real)
+    assert _analyze(capsys, *args)[0] == 0
+    assert not (tmp_path / "out" / f".{name}.partial.safetensors").exists()
+    resumed = pd.read_parquet(tmp_path / "out" / f"{name}.parquet")
+    fresh_args = [a if a != out else str(tmp_path / "fresh") for a in args]
+    assert _analyze(capsys, *fresh_args)[0] == 0
+    fresh = pd.read_parquet(tmp_path / "fresh" / f"{name}.parquet")
+    pd.testing.assert_frame_equal(resumed, fresh, check_exact=False, rtol=1e-6)
