@@ -265,3 +265,36 @@ def test_backends_agree_on_the_small_views(tiny_lm, tiny_tl, arch):
         per_token.head_token_frame(nat, batch, layers, [0, 3]),
         per_token.head_token_frame(tl, batch, layers, [0, 3]),
     )
+
+
+def _square_tensors(lm, n: int = 48) -> list[tuple[str, tuple[int, ...]]]:
+    """Every tensor an op produces during a head-score run (the model's own ops included)
+    whose two trailing dims are both the sequence length ``n``."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen = []
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else [out]:
+                if isinstance(t, torch.Tensor) and t.dim() >= 2:
+                    if t.shape[-1] == t.shape[-2] == n:
+                        seen.append((str(func), tuple(t.shape)))
+            return out
+
+    ids = torch.randint(4, 90, (2, n))
+    batch = inputs.Batch(ids, torch.ones_like(ids), torch.arange(n).expand(2, n), ids > 0)
+    with Recorder():
+        heads.run(lm, [batch], list(range(lm.n_layers)), progress=False)
+    return seen
+
+
+def test_head_scores_allocate_no_t_by_t_tensor(tiny_lm):
+    """Native head scores: no [T, T] tensor anywhere in the forward, so memory is O(T)."""
+    assert _square_tensors(tiny_lm("llama")) == []
+
+
+def test_the_square_tensor_check_can_fail(tiny_tl):
+    """The same recorder sees the bridge's [b, h, T, T] scores (the check is not vacuous)."""
+    assert _square_tensors(tiny_tl("llama"))
