@@ -1,0 +1,185 @@
+"""Figures for the beyond-the-paper analyses: critical chunks, massive values, attention sinks,
+passkey retrieval and loss by position, and the cross-model atlas.
+
+Every function takes the tidy table its analysis writes (``rope_lens.analyses.critical``,
+``massive_values``, ``sinks``, ``passkey``) and returns a ``go.Figure``; nothing is computed
+here beyond reshaping, counting and means. Frequencies are shown as the *normalised* axis
+``chunk / n_chunks`` (0 = highest frequency, 1 = lowest) where models with different head
+sizes are compared, and as chunk indices otherwise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from rope_lens.viz.style import styled
+
+
+def critical_figure(df: pd.DataFrame) -> go.Figure:
+    """Turns each chunk makes over the trained context (log scale), per layer type; chunks
+    under the 1-turn line are critical (they never complete a cycle)."""
+    fig = go.Figure()
+    for layer_type, sub in df.groupby("layer_type", sort=False):
+        r = sub.iloc[0]
+        turns = sub.turns_over_context.where(sub.rotating)
+        fig.add_trace(
+            go.Scatter(
+                x=sub.chunk,
+                y=turns,
+                mode="lines+markers",
+                name=f"{layer_type} (theta {r.theta:g}, context {int(r.context):,})",
+                customdata=np.stack([sub.frequency, sub.wavelength, sub.critical], -1),
+                hovertemplate="chunk %{x}<br>%{y:.3g} turns<br>frequency %{customdata[0]:.3g}"
+                "<br>wavelength %{customdata[1]:.4g}<br>critical %{customdata[2]}<extra></extra>",
+            )
+        )
+    fig.add_hline(y=1.0, line_dash="dash", annotation_text="one full turn")
+    fig.add_hline(y=0.5, line_dash="dot", annotation_text="half a turn")
+    fig.update_yaxes(type="log", title="turns over the trained context")
+    fig.update_xaxes(title="chunk (0 = highest frequency)")
+    return styled(fig, f"Critical chunks: wavelength > context ({df.model.iloc[0]})")
+
+
+def massive_figure(df: pd.DataFrame, criterion: str = "massive") -> go.Figure:
+    """Per kind (q / k / v): how many (layer, head) have a massive dim in each chunk, and the
+    mean ratio of a dim's L2 norm to its head's mean, per chunk."""
+    dims = df[df.record == "dim"]
+    kinds = [k for k in ("q", "k", "v") if (dims.kind == k).any()]
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        subplot_titles=("massive dims per chunk", "max ratio to the head mean"),
+    )
+    for kind in kinds:
+        sub = dims[dims.kind == kind]
+        counts = (
+            sub[sub[criterion]]
+            .groupby("chunk")
+            .size()
+            .reindex(sorted(sub.chunk.unique()), fill_value=0)
+        )
+        fig.add_trace(
+            go.Bar(x=counts.index, y=counts.values, name=f"{kind}: massive dims"), row=1, col=1
+        )
+        peak = sub.groupby("chunk").ratio_to_mean.max()
+        fig.add_trace(
+            go.Scatter(x=peak.index, y=peak.values, mode="lines", name=f"{kind}: max ratio"),
+            row=2,
+            col=1,
+        )
+    lam = float(df["lambda"].iloc[0])
+    fig.add_hline(y=lam, line_dash="dash", row=2, col=1, annotation_text=f"lambda = {lam:g}")
+    fig.update_yaxes(type="log", row=2, col=1)
+    fig.update_xaxes(title="chunk (0 = highest frequency)", row=2, col=1)
+    return styled(fig, f"Massive q/k values by frequency chunk ({df.model.iloc[0]})")
+
+
+def disruption_figure(df: pd.DataFrame) -> go.Figure:
+    """Loss change and passkey accuracy: massive dims vs an equal random control."""
+    dis = df[df.record == "disruption"]
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("loss change (nats/token)", "passkey accuracy")
+    )
+    fig.add_trace(go.Bar(x=dis.condition, y=dis.delta_loss, showlegend=False), row=1, col=1)
+    fig.add_trace(go.Bar(x=dis.condition, y=dis.probe_accuracy, showlegend=False), row=1, col=2)
+    fig.update_yaxes(range=[0, 1], row=1, col=2)
+    return styled(fig, f"Mean-replacing massive vs random q/k dims ({df.model.iloc[0]})")
+
+
+def sinks_figure(df: pd.DataFrame) -> go.Figure:
+    """Left: sink mass per (layer, head) with the threshold. Right: for sink and other heads,
+    the mean BOS-favouring contribution per chunk."""
+    heads = df[df["rank"] == 1]
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=("first-token attention per head", "BOS minus others, per chunk"),
+    )
+    grid = heads.pivot_table(index="layer", columns="head", values="sink_mass")
+    fig.add_trace(
+        go.Heatmap(
+            z=grid.values,
+            x=[str(c) for c in grid.columns],
+            y=grid.index,
+            colorscale="Viridis",
+            zmin=0,
+            zmax=1,
+            colorbar=dict(x=0.45),
+        ),
+        row=1,
+        col=1,
+    )
+    for label, sub in (("sink heads", df[df.is_sink]), ("other heads", df[~df.is_sink])):
+        if sub.empty:
+            continue
+        mean = sub.groupby("chunk").bos_minus_others.mean()
+        fig.add_trace(
+            go.Scatter(x=mean.index, y=mean.values, mode="lines", name=label), row=1, col=2
+        )
+    fig.update_yaxes(title="layer", row=1, col=1)
+    fig.update_xaxes(title="head", row=1, col=1)
+    fig.update_xaxes(title="chunk (0 = highest frequency)", row=1, col=2)
+    eps = float(df.epsilon.iloc[0])
+    return styled(
+        fig, f"Attention sinks (epsilon {eps:g}) and the chunks behind them ({df.model.iloc[0]})"
+    )
+
+
+def passkey_figure(df: pd.DataFrame) -> go.Figure:
+    """Passkey accuracy per length and variant; loss by position per variant (if measured)."""
+    pk = df[df.probe == "passkey"]
+    loss = df[df.probe == "loss"]
+    cols = 2 if len(loss) else 1
+    fig = make_subplots(
+        rows=1,
+        cols=cols,
+        subplot_titles=(
+            ("passkey accuracy", "loss by position") if cols == 2 else ("passkey accuracy",)
+        ),
+    )
+    for variant, sub in pk.groupby("variant", sort=False):
+        fig.add_trace(
+            go.Scatter(
+                x=sub.length,
+                y=sub.accuracy,
+                mode="lines+markers",
+                name=variant,
+                legendgroup=variant,
+            ),
+            row=1,
+            col=1,
+        )
+    for variant, sub in loss.groupby("variant", sort=False):
+        mid = (sub.position_lo + sub.position_hi) / 2
+        fig.add_trace(
+            go.Scatter(
+                x=mid, y=sub.loss, mode="lines", name=variant, legendgroup=variant, showlegend=False
+            ),
+            row=1,
+            col=cols,
+        )
+    ctx = int(df.context.iloc[0])
+    for col in range(1, cols + 1):
+        fig.add_vline(x=ctx, line_dash="dash", row=1, col=col)
+    fig.update_xaxes(title="tokens", type="log", row=1, col=1)
+    fig.update_yaxes(range=[0, 1.05], row=1, col=1)
+    if cols == 2:
+        fig.update_xaxes(title="position", row=1, col=2)
+        fig.update_yaxes(title="nats/token", row=1, col=2)
+    return styled(fig, f"Passkey retrieval and RoPE variants ({df.model.iloc[0]})")
+
+
+def atlas_figure(table: pd.DataFrame, value: str, title: str) -> go.Figure:
+    """Models side by side on the normalised frequency axis: ``table`` has ``model``,
+    ``position`` (chunk / n_chunks) and ``value``."""
+    fig = go.Figure()
+    for model, sub in table.groupby("model", sort=False):
+        sub = sub.sort_values("position")
+        fig.add_trace(go.Scatter(x=sub.position, y=sub[value], mode="lines+markers", name=model))
+    fig.update_xaxes(title="chunk / n_chunks (0 = highest frequency, 1 = lowest)", range=[0, 1])
+    fig.update_yaxes(title=value.replace("_", " "))
+    return styled(fig, title)
