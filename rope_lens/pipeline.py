@@ -233,13 +233,11 @@ def _report_interrupt() -> None:
     from rope_lens.resume import flush_all
 
     kept = flush_all()
-    for path, done in kept:
-        print(
-            f"kept {done} finished batches in {path}; rerun the same command to resume",
-            file=sys.stderr,
-        )
+    for line in kept:
+        print(f"kept {line}; rerun the same command to resume", file=sys.stderr)
     if not kept:
         print(
-            "no partial result to keep (this analysis does not checkpoint, or had not finished a batch)",
+            "no partial result to keep (this analysis does not checkpoint, or had not "
+            "finished a batch)",
             file=sys.stderr,
         )

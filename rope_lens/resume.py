@@ -112,14 +112,106 @@ class Checkpointer:
             p.unlink(missing_ok=True)
 
 
-def flush_all() -> list[tuple[Path, int]]:
-    """Flush every live checkpointer (on an interrupt); returns (path, batches kept)."""
+def flush_all() -> list[str]:
+    """Flush every live checkpointer and pass cache (on an interrupt); returns one line per
+    thing kept ("3 finished batches in PATH")."""
     out = []
     for ckpt in list(_ACTIVE):
         done = ckpt.flush()
         if done:
-            out.append((ckpt.path, done))
+            out.append(f"{done} finished batches in {ckpt.path}")
+    for cache in list(_PASSES):
+        if cache.saved:
+            out.append(f"{len(cache.saved)} finished passes in {cache.folder}")
     return out
+
+
+class PassCache:
+    """Finished passes of a multi-pass analysis (ablations: a baseline, then one pass per
+    band), so a rerun after a kill skips them.
+
+    Each pass is one safetensors file under ``folder`` (written atomically): its tensors, and in
+    the header the key (the result's identity), its scalars and its frame (parquet, base64).
+    A pass saved under another key is ignored.
+    """
+
+    def __init__(self, folder: Path, key: str) -> None:
+        self.folder = Path(folder)
+        self.key = key
+        self.saved: set[int] = set()
+        _PASSES.add(self)
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> PassCache | None:
+        path = options.get("checkpoint")
+        if not path:
+            return None
+        key = options.get("checkpoint_key") or options.get("inputs_sha256") or ""
+        return cls(Path(path).with_suffix(".passes"), key)
+
+    def _path(self, index: int) -> Path:
+        return self.folder / f"pass-{index:04d}.safetensors"
+
+    def get(self, index: int) -> tuple[dict[str, Any], Any, dict[str, torch.Tensor]] | None:
+        """(scalars, frame, tensors) of a finished pass, or None."""
+        import base64
+        import io
+
+        import pandas as pd
+
+        path = self._path(index)
+        if not path.exists():
+            return None
+        try:
+            with safe_open(path, framework="pt") as fh:
+                meta = json.loads((fh.metadata() or {})[META_KEY])
+                tensors = {k: fh.get_tensor(k) for k in fh.keys() if k != "_"}
+            if meta.get("key") != self.key:
+                return None
+            frame = pd.read_parquet(io.BytesIO(base64.b64decode(meta["frame"])))
+        except Exception as err:  # a torn or corrupt pass is simply run again
+            log.warning("ignoring unreadable pass %s (%s)", path, err)
+            return None
+        self.saved.add(index)
+        return meta["scalars"], frame, tensors
+
+    def put(
+        self,
+        index: int,
+        scalars: dict[str, Any],
+        frame: Any,
+        tensors: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        import base64
+        import io
+
+        buf = io.BytesIO()
+        frame.to_parquet(buf, index=False)
+        meta = {
+            "key": self.key,
+            "scalars": scalars,
+            "frame": base64.b64encode(buf.getvalue()).decode(),
+        }
+        data = {k: v.detach().to("cpu").contiguous() for k, v in (tensors or {}).items()}
+        data = data or {"_": torch.zeros(1)}
+        try:
+            atomic.write_file(
+                self._path(index),
+                lambda tmp: save_file(data, tmp, metadata={META_KEY: json.dumps(meta)}),
+            )
+        except OSError as err:
+            log.warning("could not save pass %d to %s (%s); carrying on", index, self.folder, err)
+            return
+        self.saved.add(index)
+
+    def clear(self) -> None:
+        import shutil
+
+        _PASSES.discard(self)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+_PASSES: weakref.WeakSet[PassCache] = weakref.WeakSet()
 
 
 @runtime_checkable

@@ -59,6 +59,7 @@ from rope_lens.extract import (
 )
 from rope_lens.inputs import Batch
 from rope_lens.models.load import LoadedModel
+from rope_lens.resume import PassCache
 from rope_lens.rope import chunk_dims, rotate
 
 ABLATIONS = ("rotation-free", "zero", "mean")
@@ -262,9 +263,7 @@ class AblationTap:
         pass
 
 
-def ablation_hooks(
-    lm: LoadedModel, ab: Ablation, means: dict[Site, Tensor] | None = None
-) -> list:
+def ablation_hooks(lm: LoadedModel, ab: Ablation, means: dict[Site, Tensor] | None = None) -> list:
     """What applies ``ab`` on ``lm``'s backend: TransformerLens hooks, or one native tap
     (nothing for an empty band: exactly the unablated model)."""
     if ab.empty:
@@ -335,40 +334,62 @@ def run_ablations(
     score_layers: Sequence[int] | None = None,
     total: int | None = None,
     progress: bool = True,
+    cache: PassCache | None = None,
 ) -> pd.DataFrame:
     """Baseline pass, then one pass per configuration; tidy frame, one row per
-    (configuration, layer, head), baseline rows with ``ablation == "none"``."""
+    (configuration, layer, head), baseline rows with ``ablation == "none"``. ``cache``: finished
+    passes are saved there and skipped by a rerun (see ``rope_lens.resume.PassCache``)."""
     score_layers = list(range(lm.n_layers)) if score_layers is None else list(score_layers)
     mean_layers = sorted({layer for c in configs if c.kind == "mean" for layer in c.layers})
     means_red = MeanReducer(lm, mean_layers) if mean_layers else None
-    base_loss, n_tok, base = measure(
-        lm,
-        make_batches,
-        [],
-        score_layers,
-        [means_red] if means_red else [],
-        total,
-        progress,
-        desc="baseline",
-    )
-    means = means_red.means() if means_red else None
+    hit = cache.get(0) if cache is not None else None
+    if hit is not None:
+        (scalars, base, tensors) = hit
+        base_loss, n_tok = scalars["loss"], scalars["n"]
+        means = {_site(k): t.to(lm.device) for k, t in tensors.items()} or None
+    else:
+        base_loss, n_tok, base = measure(
+            lm,
+            make_batches,
+            [],
+            score_layers,
+            [means_red] if means_red else [],
+            total,
+            progress,
+            desc="baseline",
+        )
+        means = means_red.means() if means_red else None
+        if cache is not None:
+            saved = {f"{s.layer}/{s.kind}": t for s, t in (means or {}).items()}
+            cache.put(0, {"loss": base_loss, "n": n_tok}, base, saved)
     n_chunks = lm.head_dim // 2
     frames = [
         _rows(lm, Ablation("none", 0, 0, ()), base, base, base_loss, base_loss, n_tok, n_chunks)
     ]
-    for ab in configs:
-        loss, n, scores = measure(
-            lm,
-            make_batches,
-            ablation_hooks(lm, ab, means),
-            score_layers,
-            (),
-            total,
-            progress,
-            desc=f"{ab.kind} {ab.lo}:{ab.hi}",
-        )
+    for index, ab in enumerate(configs, 1):
+        hit = cache.get(index) if cache is not None else None
+        if hit is not None:
+            loss, n, scores = hit[0]["loss"], hit[0]["n"], hit[1]
+        else:
+            loss, n, scores = measure(
+                lm,
+                make_batches,
+                ablation_hooks(lm, ab, means),
+                score_layers,
+                (),
+                total,
+                progress,
+                desc=f"{ab.kind} {ab.lo}:{ab.hi}",
+            )
+            if cache is not None:
+                cache.put(index, {"loss": loss, "n": n}, scores)
         frames.append(_rows(lm, ab, scores, base, loss, base_loss, n, n_chunks))
     return pd.concat(frames, ignore_index=True)
+
+
+def _site(key: str) -> Site:
+    layer, kind = key.split("/")
+    return Site(int(layer), kind, "pre")
 
 
 def _rows(lm, ab: Ablation, scores, base, loss, base_loss, n_tok, n_chunks) -> pd.DataFrame:
@@ -424,7 +445,11 @@ def analyze(
 ) -> pd.DataFrame:
     """Pipeline entry point: ``--layers`` are the ablated layers (heads are scored in all)."""
     configs = configs_from_options(lm, layers, options)
-    return run_ablations(lm, make_batches, configs, total=total, progress=progress)
+    cache = PassCache.from_options(options)
+    df = run_ablations(lm, make_batches, configs, total=total, progress=progress, cache=cache)
+    if cache is not None:
+        cache.clear()
+    return df
 
 
 def loss_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -661,3 +661,37 @@ def test_head_analyses_resume_after_an_interrupt(model, tmp_path, capsys, monkey
     assert _analyze(capsys, *fresh_args)[0] == 0
     fresh = pd.read_parquet(tmp_path / "fresh" / f"{name}.parquet")
     pd.testing.assert_frame_equal(resumed, fresh, check_exact=False, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["rotation-free", "mean"])
+def test_ablation_resumes_from_its_finished_passes(model, tmp_path, capsys, monkeypatch, kind):
+    """An ablation sweep (baseline + 2 bands) interrupted in its third pass: the rerun runs only
+    that pass (mean ablation: with the baseline's saved means) and equals a fresh run."""
+    from rope_lens import inputs
+
+    out = str(tmp_path / "out")
+    args = ["--model", str(model), "--out", out, "--no-progress", "--analysis", "ablation"]
+    args += ["--sweep", "low", "--sweep-points", "2", "--max-tokens", "200", "--ablation", kind]
+    real = inputs.batches
+    calls = []
+
+    def counting(*a, **k):
+        calls.append(1)
+        if die and len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(inputs, "batches", counting)
+    die = True
+    code, _, err = _analyze(capsys, *args)
+    assert code == 130 and "kept 2 finished passes" in err
+    calls.clear()
+    die = False
+    assert _analyze(capsys, *args)[0] == 0
+    assert len(calls) == 1  # only the unfinished pass ran again
+    assert not (tmp_path / "out" / ".ablation.partial.passes").exists()
+    resumed = pd.read_parquet(tmp_path / "out" / "ablation.parquet")
+    fresh_args = [a if a != out else str(tmp_path / "fresh") for a in args]
+    assert _analyze(capsys, *fresh_args)[0] == 0
+    fresh = pd.read_parquet(tmp_path / "fresh" / "ablation.parquet")
+    pd.testing.assert_frame_equal(resumed, fresh, check_exact=False, rtol=1e-6)
