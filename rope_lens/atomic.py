@@ -120,14 +120,16 @@ def folder(target: str | Path, *, replace: bool = True) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def remove_stale(parent: str | Path, prefix: str = ".tmp-") -> int:
-    """Delete leftover temporaries (``prefix*``) in ``parent`` from killed writes; returns
-    how many were removed. Only call this while holding the folder's lock."""
+def remove_stale(parent: str | Path, pattern: str = ".tmp-*") -> int:
+    """Delete leftover temporaries (files or folders matching ``pattern``, e.g. ``.*.tmp``
+    from :func:`write_file`, ``.tmp-*`` / ``.trash-*`` from :func:`folder`) that a killed
+    write left in ``parent``; returns how many. Only call it while holding the folder's lock
+    (``rope_lens.lock``), or a live writer's temporary could go."""
     parent = Path(parent)
     n = 0
     if not parent.is_dir():
         return 0
-    for p in parent.glob(f"{prefix}*"):
+    for p in parent.glob(pattern):
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
         else:

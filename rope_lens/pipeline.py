@@ -119,6 +119,9 @@ def run_request(req: AnalysisRequest, lm=None) -> int:
     out_dir = req.out_dir
     check_writable(out_dir)
     with folder_lock(out_dir, f"analyze {req.analysis}"):
+        from rope_lens import atomic
+
+        atomic.remove_stale(out_dir, ".*.tmp")  # left by a killed write; we hold the lock
         return _run_locked(req, out_dir, lm)
 
 

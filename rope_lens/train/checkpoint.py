@@ -201,8 +201,8 @@ def find_latest(run_dir: str | Path) -> Path | None:
     root = Path(run_dir) / CKPT_DIR
     if not root.is_dir():
         return None
-    for leftover in root.glob(".tmp-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
+    atomic.remove_stale(root, ".tmp-*")  # an interrupted save (the run folder is locked)
+    atomic.remove_stale(root, ".trash-*")  # a step swapped out when the kill came
     steps = sorted(p for p in root.glob("step-*") if p.is_dir())
     pointer = root / "latest"
     if pointer.is_file():

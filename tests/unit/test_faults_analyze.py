@@ -695,3 +695,12 @@ def test_ablation_resumes_from_its_finished_passes(model, tmp_path, capsys, monk
     assert _analyze(capsys, *fresh_args)[0] == 0
     fresh = pd.read_parquet(tmp_path / "fresh" / "ablation.parquet")
     pd.testing.assert_frame_equal(resumed, fresh, check_exact=False, rtol=1e-6)
+
+
+def test_temporaries_of_a_killed_write_are_cleaned_up(model, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / ".band_norm.parquet.abc123.tmp"
+    stale.write_bytes(b"half a table")  # what SIGKILL during a write leaves
+    assert _analyze(capsys, "--model", str(model), "--out", str(out), *SMALL)[0] == 0
+    assert not stale.exists() and (out / "band_norm.parquet").exists()
