@@ -373,10 +373,9 @@ def save(runs: pd.DataFrame, summary: pd.DataFrame, out: str | Path) -> dict[str
         "deltas": out / "deltas.csv",
         "markdown": out / "table.md",
     }
-    runs.to_csv(paths["runs"], index=False)
-    summary.to_csv(paths["table"], index=False)
     deltas = paired_deltas(runs)
-    deltas.to_csv(paths["deltas"], index=False)
+    for key, frame in (("runs", runs), ("table", summary), ("deltas", deltas)):
+        atomic.write_file(paths[key], lambda tmp, frame=frame: frame.to_csv(tmp, index=False))
     parts = ["## Validation perplexity at the training length\n", format_table(summary)]
     if not deltas.empty:
         parts += [
