@@ -20,6 +20,7 @@ holding it. ``decompose.bos_channels`` then explains a found head's logits by fr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -30,6 +31,7 @@ from rope_lens.errors import InputError
 from rope_lens.extract import HookFn, run_batches
 from rope_lens.inputs import Batch
 from rope_lens.models.load import LoadedModel
+from rope_lens.resume import resumable
 
 APOSTROPHES = ("'", "\u2019")
 
@@ -105,6 +107,15 @@ class ApostropheReducer:
         ).double()
         self.sums[layer] = self.sums[layer] + sums if layer in self.sums else sums
 
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Partial sums and counts, for a resume checkpoint (``rope_lens.resume``)."""
+        tensors = {str(layer): t for layer, t in self.sums.items()}
+        return tensors, {"n_after": self.n_after, "n_others": self.n_others}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], extra: dict[str, Any]) -> None:
+        self.sums = {int(k): t.to(self.lm.device) for k, t in tensors.items()}
+        self.n_after, self.n_others = int(extra["n_after"]), int(extra["n_others"])
+
     def to_frame(self) -> pd.DataFrame:
         rows = []
         for layer in sorted(self.sums):
@@ -135,12 +146,23 @@ def run(
     layers: Sequence[int],
     total: int | None = None,
     progress: bool = True,
+    options: dict | None = None,
 ) -> pd.DataFrame:
-    """Apostrophe scores for every head of ``layers``, best first."""
+    """Apostrophe scores for every head of ``layers``, best first (``options``: the
+    pipeline's, for a resume checkpoint)."""
     reducer = ApostropheReducer(lm, layers)
+    skip, after_batch, finished = resumable(options or {}, [reducer])
     run_batches(
-        lm, batch_iter, last_layer=max(layers), total=total, progress=progress, **reducer.plug()
+        lm,
+        batch_iter,
+        last_layer=max(layers),
+        total=total,
+        progress=progress,
+        skip=skip,
+        after_batch=after_batch,
+        **reducer.plug(),
     )
+    finished()
     if reducer.n_after == 0:
         raise InputError("no token follows an apostrophe in these prompts: nothing to score")
     return reducer.to_frame()
@@ -154,8 +176,8 @@ def analyze(
     progress: bool = True,
     total: int | None = None,
 ) -> pd.DataFrame:
-    """Pipeline entry point (see ``rope_lens.pipeline``)."""
-    return run(lm, make_batches(), layers, total=total, progress=progress)
+    """Pipeline entry point (see ``rope_lens.pipeline``); resumes from a checkpoint."""
+    return run(lm, make_batches(), layers, total=total, progress=progress, options=options)
 
 
 def summarize(df: pd.DataFrame) -> str:

@@ -641,9 +641,10 @@ def test_report_full_disk_is_one_line_and_keeps_the_old_page(model, tmp_path, ca
     assert page.read_text() == "old page"
 
 
-@pytest.mark.parametrize("analysis", ["heads", "profiles"])
+@pytest.mark.parametrize("analysis", ["heads", "profiles", "apostrophe"])
 def test_head_analyses_resume_after_an_interrupt(model, tmp_path, capsys, monkeypatch, analysis):
-    """Heads and profiles checkpoint too: Ctrl-C at batch 3, rerun, same table as a fresh run."""
+    """Heads, profiles and apostrophe checkpoint too: Ctrl-C at batch 3, rerun, same table as a
+    fresh run."""
     from rope_lens import inputs
 
     name = analysis.replace("-", "_")
