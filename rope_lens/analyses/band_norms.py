@@ -2,9 +2,12 @@
 
 The quantity behind the paper's Figs 3, 4, 10 and 13. By Cauchy-Schwarz,
 |<q^(k), k^(k)>| <= ||q^(k)|| ||k^(k)||, so a chunk's norm bounds how much that frequency can
-contribute to any attention logit. Rotation does not change chunk norms, so they are computed
-from the pre-rotation vectors (the QK-normed ones where the model has QK-norm); a test checks
-they equal the post-rotation ones.
+contribute to any attention logit. Rotation does not change chunk norms, so they are read from
+the post-rotation vectors the attention call receives (no un-rotation needed) and reported in
+the pre-rotation convention: divided by the layer's attention scaling, which YaRN / LongRoPE
+fold into cos and sin (1 otherwise; the sidecar's ``rope`` block records it per layer type).
+Where the model has QK-norm, the pre-rotation vector is the normed one. A test checks that
+pre- and post-rotation stages give the same table.
 
 Values are cut into the same 2-D chunks for comparison (Fig 13), although RoPE never rotates
 them: their ``frequency`` column is the label of the matching q/k chunk.
@@ -52,7 +55,7 @@ class BandNormReducer:
         lm: LoadedModel,
         layers: Sequence[int],
         kinds: Sequence[str] = KINDS,
-        stage: str = "pre",
+        stage: str = "rot",
     ) -> None:
         self.lm = lm
         self.sites = [
@@ -64,6 +67,8 @@ class BandNormReducer:
     def update(self, site: Site, x: Float[Tensor, "batch pos head d_head"], batch: Batch) -> None:
         spec = self.lm.rope.layer_specs[site.layer]
         norms = chunk_norms(x, spec)  # (batch, pos, head, chunk)
+        if site.stage == "rot" and site.kind != "v" and spec.attention_scaling != 1.0:
+            norms = norms / spec.attention_scaling  # the pre-rotation convention
         weight = batch.count_mask.to(norms.dtype)[:, :, None, None]
         total = (norms * weight).sum(dim=(0, 1)).double()  # (head, chunk)
         if site in self.sums:

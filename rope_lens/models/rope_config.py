@@ -56,6 +56,11 @@ class RopeLayout:
             "per_layer_type": by_type,
             "layer_types": list(self.layer_types),
             "qk_norm_before_rotation": self.qk_norm,
+            "vector_convention": (
+                "pre-rotation: q/k as the model has them just before RoPE (QK-normed where "
+                "the model norms); post-rotation vectors are these rotated and multiplied by "
+                "each layer type's attention_scaling"
+            ),
             "head_dim": self.head_dim,
             "n_heads": self.n_heads,
             "n_kv_heads": self.n_kv_heads,

@@ -161,6 +161,14 @@ def test_yarn_attention_scaling_is_read_and_divided_out(family):
     assert torch.allclose(
         rope.chunk_norms(rot, spec) / spec.attention_scaling, rope.chunk_norms(pre, spec), atol=1e-5
     )
+    frames = {}
+    for stage in ("pre", "rot"):  # the table is the same whichever vector it is read from
+        red = band_norms.BandNormReducer(lm, [0, 1], kinds="qk", stage=stage)
+        from rope_lens.extract import stream
+
+        stream(lm, _batches(lm)(), [red], progress=False)
+        frames[stage] = red.to_frame()
+    assert (frames["pre"].mean_norm - frames["rot"].mean_norm).abs().max() < 1e-5
 
 
 def test_mla_is_refused_in_one_line(tmp_path):
