@@ -462,7 +462,7 @@ def summarize(df: pd.DataFrame) -> str:
     if len(dis):
         for r in dis.itertuples():
             lines.append(
-                f"  {r.condition:<8} {r.n_dims_edited:>5} dims: loss {r.loss:.4f} "
+                f"  {r.condition:<8} {int(r.n_dims_edited):>5} dims: loss {r.loss:.4f} "
                 f"({r.delta_loss:+.4f}), passkey@{int(r.probe_len)} {r.probe_accuracy:.0%} "
                 f"of {int(r.n_probe)}"
             )

@@ -13,4 +13,5 @@ COMMANDS = [
     "rope_lens.commands.table",
     "rope_lens.commands.report",
     "rope_lens.commands.figures",
+    "rope_lens.commands.compare",
 ]
