@@ -30,6 +30,7 @@ shared BOS query noted above).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -264,8 +265,8 @@ def analyze(
 
 def summarize(df: pd.DataFrame) -> str:
     """Head counts per class and the five strongest heads by each positional score, in aligned
-    columns with three decimals (a listed 0.498 is below the 0.5 threshold, so its class may be
-    "other")."""
+    columns. Scores are cut (not rounded) to three decimals, so a score just under the
+    threshold reads 0.499, never a misleading 0.500 beside class "other"."""
     counts = df.head_class.value_counts()
     n_queries = int(df.n_queries.iloc[0]) if len(df) else 0
     lines = [
@@ -274,13 +275,14 @@ def summarize(df: pd.DataFrame) -> str:
         f"{'class':<15}  {'heads':>5}",
         *(f"{c:<15}  {int(counts.get(c, 0)):>5}" for c in CLASSES),
         "",
-        f"{'score':<11}  {'rank':>4}  {'layer':>5}  {'head':>4}  {'value':>6}  class",
+        f"{'score':<11}  {'rank':>4}  {'layer':>5}  {'head':>4}  {'value':>6}  class"
+        "  (values cut to 3 decimals)",
     ]
     for score in ("diag_score", "prev_score"):
         top = df.sort_values(score, ascending=False).head(5)
         for rank, r in enumerate(top.itertuples(), 1):
             lines.append(
                 f"{score:<11}  {rank:>4}  {r.layer:>5}  {r.head:>4}  "
-                f"{getattr(r, score):>6.3f}  {r.head_class}"
+                f"{math.floor(float(getattr(r, score)) * 1000 + 1e-9) / 1000:>6.3f}  {r.head_class}"
             )
     return "\n".join(lines)
