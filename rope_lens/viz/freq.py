@@ -100,7 +100,9 @@ def layer_frequency_heatmap(
         title = f"{KIND_NAMES[kind]} frequency usage per layer ({sub['model'].iloc[0]})"
     groups = frequency_groups(sub)
     if len(groups) > 1:
-        return band_norm_panels(dict(groups), kind=kind, title=title, shared_scale=True)
+        return band_norm_panels(
+            dict(groups), kind=kind, title=title, shared_scale=True, own_axes=True
+        )
     z, freq, wave, layers = _grid(sub, "layer")
     return chunk_heatmap(
         z,
@@ -164,8 +166,12 @@ def band_norm_panels(
     layer: int | None = None,
     title: str | None = None,
     shared_scale: bool = False,
+    own_axes: bool = False,
 ) -> go.Figure:
     """Side-by-side chunk heatmaps, one panel per labelled table or per kind.
+
+    ``own_axes``: the panels' frequencies differ (Gemma 3's layer types), so each keeps its
+    tick labels on both sides and the panels stand further apart.
 
     ``frames`` maps a panel title to a band-norm table; use it for q/k/v side by side (Fig 13:
     pass the same table under three titles with ``kind`` ignored, see :func:`qkv_panels`) or for
@@ -188,7 +194,7 @@ def band_norm_panels(
         grids.append((z, freq, wave, cols, labels, sub_kind))
     # One colour scale makes panels comparable (Fig 19); q, k and v need their own (Fig 13).
     zmax = max(float(np.nanmax(g[0])) for g in grids) if shared_scale else None
-    spacing = 0.07 if shared_scale else 0.2
+    spacing = 0.07 if shared_scale and not own_axes else 0.2
     fig = make_subplots(
         rows=1,
         cols=n,
@@ -206,7 +212,10 @@ def band_norm_panels(
             showscale=not shared_scale or i == n,
         )  # fmt: skip
         fig.update_xaxes(title_text=by, row=1, col=i)
-        if shared_scale:  # axis titles once, on the outer panels
+        if list(cols) != list(range(int(min(cols)), int(min(cols)) + len(cols))):
+            # Gaps (e.g. Gemma 3's full layers 5, 11, 17): one cell per column, not stretched.
+            fig.update_xaxes(type="category", row=1, col=i)
+        if shared_scale and not own_axes:  # axis titles once, on the outer panels
             if i > 1:
                 fig.update_yaxes(title_text=None, row=1, col=i, secondary_y=False)
             if i < n:

@@ -183,3 +183,30 @@ def static_export() -> Iterator[None]:
     finally:
         _BATCH.clear()
     _write_static(jobs)
+
+
+def use_static_notebook_figures(width: int | None = None, height: int | None = None) -> str:
+    """Make ``fig.show()`` in a notebook draw a PNG when kaleido and a Chromium work (small
+    outputs that GitHub renders; one browser kept open, about half a second a figure), and
+    interactive HTML with plotly.js inlined otherwise. Returns the renderer chosen."""
+    if static_export_problem() is not None:
+        pio.renderers.default = "notebook"
+        return "notebook"
+    import atexit
+    import warnings
+
+    import kaleido
+
+    chrome = _chromium()
+    if chrome:
+        os.environ.setdefault("BROWSER_PATH", chrome)
+    kaleido.start_sync_server(mathjax=False, timeout=60, silence_warnings=True)
+    atexit.register(kaleido.stop_sync_server, silence_warnings=True)
+    # plotly passes its own kaleido options per call, which a running server ignores (it
+    # already has them): that warning says nothing here.
+    warnings.filterwarnings("ignore", message="The kopts argument is ignored")
+    if width or height:  # default: each figure's own layout size (plotly: 700 x 500)
+        png: Any = pio.renderers["png"]
+        png.width, png.height = width, height
+    pio.renderers.default = "png"
+    return "png"

@@ -1,7 +1,9 @@
 """Every notebook in ``analyses/`` runs top to bottom, offline, on the packaged models.
 
-Executed with nbclient (the engine of ``jupyter nbconvert --execute``); the notebooks are
-stored without outputs. Each should take well under a minute on a CPU.
+Executed with nbclient (the engine of ``jupyter nbconvert --execute``) on a copy: the
+committed notebooks keep the outputs they were shipped with (checked by
+``tests/unit/test_notebooks_shipped.py``). Each takes about one to two minutes on a busy
+2-core CPU, most of it loading the packaged models.
 """
 
 from __future__ import annotations
