@@ -177,18 +177,6 @@ def resolve_folder(name: str, revision: str | None = None) -> tuple[Path, ModelE
     )
 
 
-def _apply_inv_freq_override(hf_model: Any, inv_freq: list[float]) -> None:
-    """Training checkpoints store exact frequencies (NoPE / reversed / partial are not HF rope
-    types); write them into the rotary buffers, which transformers recomputes from config."""
-    vec = torch.tensor(inv_freq, dtype=torch.float32)
-    for name, module in hf_model.named_modules():
-        if name.endswith("rotary_emb"):
-            dev = module.inv_freq.device
-            module.inv_freq = vec.to(dev)
-            if hasattr(module, "original_inv_freq"):
-                module.original_inv_freq = vec.clone().to(dev)
-
-
 def load_model(
     name: str,
     device: str | None = "auto",
@@ -240,8 +228,10 @@ def load_model(
     tokenizer.padding_side = "right"  # right padding keeps real tokens at positions 0..n-1
 
     override = getattr(hf_model.config, INV_FREQ_KEY, None)
-    if override is not None:
-        _apply_inv_freq_override(hf_model, override)
+    if override is not None:  # a rope-lens training checkpoint: NoPE / reversed / partial
+        from rope_lens.train.encodings import apply_inv_freq
+
+        apply_inv_freq(hf_model, override)
     has_qk_norm = any(n.endswith(("q_norm", "query_norm")) for n, _ in hf_model.named_modules())
     check_supported(hf_model.config)
     kernel = "eager" if backend == "tl" else native.base_kernel_for(hf_model.config, dev)
