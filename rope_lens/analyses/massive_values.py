@@ -415,7 +415,10 @@ def analyze(
 
 
 def dims_table(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df.record == "dim"].dropna(axis=1, how="all").reset_index(drop=True)
+    """The detection rows, with their integer columns back to integers."""
+    out = df[df.record == "dim"].dropna(axis=1, how="all").reset_index(drop=True)
+    ints = ["layer", "head", "kv_head", "dim", "chunk", "n_tokens"]
+    return out.astype({c: int for c in ints if c in out})
 
 
 def disruption_table(df: pd.DataFrame) -> pd.DataFrame:
