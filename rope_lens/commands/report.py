@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     target = args.target
     is_folder = target is not None and Path(target).is_dir() and any(Path(target).glob("*.parquet"))
     if is_folder:
-        folder = Path(target)
+        folder = Path(str(target))
     else:
         model = target or args.model
         if model is None:
