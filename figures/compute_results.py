@@ -20,32 +20,31 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
-from rope_lens.commands import analyze
-from rope_lens.commands.report import picked_layers
 from rope_lens.errors import RopeLensError
-from rope_lens.pipeline import run_analysis
+from rope_lens.pipeline import run_request
+from rope_lens.request import AnalysisRequest
+from rope_lens.viz.paper import picked_layers
 
 PROMPTS = Path(__file__).parent / "prompts"
 DOMAINS = ("italian", "chinese", "python", "arithmetic")
 CORPUS = ("band-norm", "heads", "profiles", "apostrophe")
 ONE_PROMPT = ("per-token", "decompose")
-ABLATION = ["--analysis", "ablation", "--sweep", "both", "--sweep-points", "4"]
+ABLATION = dict(analysis="ablation", sweep="both", sweep_points=4)
 
 
 _LOADED: dict[str, object] = {}  # model name -> LoadedModel, so each model loads once
 
 
-def run_one(model: str, out: Path, extra: list[str]) -> None:
+def run_one(model: str, out: Path, **options: Any) -> None:
+    """One analysis through the same typed request and pipeline as ``rope-lens analyze``."""
     from rope_lens.models import load_model
 
-    parser = argparse.ArgumentParser()
-    analyze.add_arguments(parser)
-    args = parser.parse_args(["--model", model, "--out", str(out), "--no-progress", *extra])
-    args.command = "analyze"  # as the CLI records it in the sidecar
+    req = AnalysisRequest(model=model, out=str(out), progress=False, **options)
     if model not in _LOADED:
-        _LOADED[model] = load_model(model, device=args.device, dtype=args.dtype)
-    run_analysis(args, _LOADED[model])
+        _LOADED[model] = load_model(model, device=req.device, dtype=req.dtype)
+    run_request(req, _LOADED[model])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,20 +59,20 @@ def main(argv: list[str] | None = None) -> int:
             folder = Path(args.results) / model
             for name in CORPUS:
                 print(f"== {model}: {name}", flush=True)
-                run_one(model, folder, ["--analysis", name])
+                run_one(model, folder, analysis=name)
             layers = picked_layers(folder) or "0"
             for name in ONE_PROMPT:
                 print(f"== {model}: {name} on layers {layers}", flush=True)
-                extra = ["--prompts", str(PROMPTS / "apostrophes.txt"), "--layers", layers]
-                run_one(model, folder, ["--analysis", name, *extra])
+                prompts = str(PROMPTS / "apostrophes.txt")
+                run_one(model, folder, analysis=name, prompts=prompts, layers=layers)
             if not args.no_ablation:
                 print(f"== {model}: ablation sweep", flush=True)
-                run_one(model, folder, ABLATION)
+                run_one(model, folder, **ABLATION)
             if not args.no_domains:
                 for domain in DOMAINS:
                     print(f"== {model}: band-norm on {domain}", flush=True)
                     prompts = PROMPTS / f"{domain}.jsonl"
-                    run_one(model, folder / f"domain-{domain}", ["--prompts", str(prompts)])
+                    run_one(model, folder / f"domain-{domain}", prompts=str(prompts))
     except RopeLensError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -120,6 +120,30 @@ ROLES = {  # role -> (paper figures of its per-token norms, label, output key pr
 }
 
 
+def picked_layers(folder) -> str | None:
+    """Layers of the heads the per-token figures will show, picked from a results folder's
+    saved scores (``"3,17,29"``), or None when no head scores are saved. ``rope-lens report``
+    and ``figures/compute_results.py`` run per-token and decompose on these layers only."""
+    from pathlib import Path
+
+    from rope_lens.io import load_table
+
+    folder = Path(folder)
+    tables = {}
+    for kind in ("heads", "apostrophe"):
+        if (folder / f"{kind}.parquet").exists():
+            tables[kind] = load_table(folder / f"{kind}.parquet")[0]
+    if "heads" not in tables:
+        return None
+    layers = set()
+    for role in ROLES:
+        try:
+            layers.add(pick_head(tables, role, "heads")[0])
+        except (LookupError, KeyError):  # e.g. no apostrophe table: that role is skipped
+            pass
+    return ",".join(map(str, sorted(layers))) or None
+
+
 def _token_recipe(role: str, kind: str) -> Recipe:
     fig, label, prefix = ROLES[role]
     also = {"diag-last": ", Fig 6", "apostrophe": ", Fig 7(b)" if kind == "k" else ""}.get(role, "")

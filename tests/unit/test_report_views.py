@@ -103,3 +103,36 @@ class TestAblationScope:
             s for s in build_sections({"ablation": df}, {}, "tiny") if "ablation" in s.title
         )
         assert "Ablated here: layer 3, heads 1, 2." in section.paragraphs
+
+
+def test_picked_layers_come_from_the_saved_scores(tmp_path):
+    from rope_lens.viz.paper import picked_layers
+
+    assert picked_layers(tmp_path) is None  # no head scores saved
+    save_table(heads_frame(), tmp_path / "heads", {"model": "tiny"})
+    layers = picked_layers(tmp_path)
+    assert layers and all(0 <= int(x) < 4 for x in layers.split(","))
+
+
+def test_my_library_code_never_imports_the_cli():
+    """viz, lens, theory and the figure-table script use the library (AnalysisRequest,
+    pipeline), never ``rope_lens.commands`` or ``rope_lens.cli``."""
+    import ast
+    from pathlib import Path
+
+    import rope_lens
+
+    pkg = Path(rope_lens.__file__).parent
+    files = [*pkg.glob("viz/*.py"), *pkg.glob("theory/*.py"), pkg / "lens.py"]
+    files.append(pkg.parent / "figures" / "compute_results.py")
+    bad = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            if any(n.startswith(("rope_lens.commands", "rope_lens.cli")) for n in names):
+                bad.append(f"{path.name}:{node.lineno}")
+    assert bad == []
