@@ -194,9 +194,11 @@ class Lens:
         """Run one analysis and return its table (``layers``: None = all; negatives count
         from the end; ``prompts``: see :func:`as_texts`, so a plain string is one text).
         Extra keyword options are the CLI's, with underscores."""
-        if analysis not in ANALYSES:
-            raise InputError(f"unknown analysis {analysis!r}: choose from {', '.join(ANALYSES)}")
-        module = importlib.import_module(ANALYSES[analysis])
+        from rope_lens.analyses.registry import spec
+        from rope_lens.request import check_options
+
+        module = importlib.import_module(spec(analysis).module)
+        check_options(analysis, options)  # misspelled / inapplicable keywords: one line
         make = self.batches(prompts, max_len, batch_size, bos, count_bos, max_tokens, limit)
         return module.analyze(self.lm, make, check_layers(self.lm, layers), options, progress)
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rope_lens.analyses.registry import all_options, option_users
+from rope_lens.analyses.registry import spec as analysis_spec
 from rope_lens.errors import InputError, ModelNotFoundError
 
 # Batching defaults, shared by the CLI, the pipeline and ``Lens``.
@@ -24,18 +26,9 @@ BATCH_SIZE = 4
 MAX_LEN = 512
 CHECKPOINT_EVERY_S = 60.0
 
-# Which analyses read each head option (anything else ignores it: giving it is an error).
-HEAD_OPTION_USERS: dict[str, tuple[str, ...]] = {
-    "head": ("per-token", "decompose", "ablation"),
-    "prompt_index": ("per-token", "decompose"),
-    "query_pos": ("decompose",),
-    "key_pos": ("decompose",),
-    "band": ("ablation",),
-    "ablation": ("ablation",),
-    "sweep": ("ablation",),
-    "sweep_points": ("ablation",),
-    "spare_bos": ("ablation",),
-}
+# Which analyses read each analysis option (anything else ignores it: giving it is an error).
+# Read from the analyses' registered specs (rope_lens.analyses.registry), never written here.
+HEAD_OPTION_USERS: dict[str, tuple[str, ...]] = option_users()
 # Options that never change the numbers of a table (left out of its identity).
 NOT_NUMERIC = {"model", "out", "force", "progress", "threads", "checkpoint_every", "device"}
 
@@ -131,15 +124,23 @@ class AnalysisRequest:
     sweep: str = "none"
     sweep_points: int = 8
     spare_bos: bool = False
+    # Options of the other analyses (massive-values, sinks, passkey, critical), by name, as
+    # their specs declare them; only the ones given (not None / False).
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_namespace(cls, ns: Any) -> AnalysisRequest:
         """From parsed CLI arguments (unknown attributes are ignored)."""
         values = vars(ns)
         fields = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in values.items() if k in fields}
+        kw = {k: v for k, v in values.items() if k in fields and k != "extra"}
         if "no_progress" in values:
             kw["progress"] = not values["no_progress"]
+        kw["extra"] = {
+            name: values[name]
+            for name in all_options()
+            if name not in fields and values.get(name) not in (None, False)
+        }
         return cls(**kw)
 
     def replace(self, **changes: Any) -> AnalysisRequest:
@@ -173,7 +174,10 @@ class AnalysisRequest:
         if not self.checkpoint_every > 0:
             raise InputError(f"--checkpoint-every must be positive, got {self.checkpoint_every}")
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        check_options(self.analysis, self.extra)
         for option, users in HEAD_OPTION_USERS.items():
+            if option not in defaults:
+                continue
             if getattr(self, option) != defaults[option] and self.analysis not in users:
                 flag = "--" + option.replace("_", "-")
                 raise InputError(
@@ -201,17 +205,20 @@ class AnalysisRequest:
         """This request with head options this analysis does not read reset to their defaults
         (``report`` passes one set of extra options to several analyses)."""
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        mine = options_for(self.analysis)
         return self.replace(
             **{
                 option: defaults[option]
                 for option, users in HEAD_OPTION_USERS.items()
-                if self.analysis not in users
-            }
+                if option in defaults and self.analysis not in users
+            },
+            extra={k: v for k, v in self.extra.items() if k in mine},
         )
 
     def analysis_options(self) -> dict[str, Any]:
         """The ``options`` dict an analysis module's ``analyze`` receives."""
         out = dataclasses.asdict(self)
+        out.update(out.pop("extra"))
         out["no_progress"] = not self.progress
         out["checkpoint_every_s"] = float(self.checkpoint_every)
         return out
@@ -226,8 +233,8 @@ COMMON_OPTIONS = ("checkpoint", "checkpoint_every_s", "checkpoint_key", "inputs_
 
 
 def options_for(analysis: str) -> set[str]:
-    """The keyword options ``analysis`` reads (head options only where they apply)."""
-    return {o for o, users in HEAD_OPTION_USERS.items() if analysis in users} | set(COMMON_OPTIONS)
+    """The keyword options ``analysis`` reads: its spec's, plus the common ones."""
+    return {o.name for o in analysis_spec(analysis).options} | set(COMMON_OPTIONS)
 
 
 def check_options(analysis: str, options: dict[str, Any]) -> None:

@@ -1,19 +1,11 @@
 """Analyses: each returns a tidy pandas DataFrame and never plots.
 
-``ANALYSES`` maps a CLI name to the module implementing it; each module exposes
-``run(lm, batches, layers, **options) -> pd.DataFrame`` and ``summarize(df) -> str``.
+Each analysis is registered once, as an ``AnalysisSpec`` in :mod:`rope_lens.analyses.registry`
+(module, options, table, whether it needs a forward pass); its module exposes
+``analyze(lm, make_batches, layers, options, progress, total) -> pd.DataFrame`` and
+``summarize(df) -> str``. ``ANALYSES`` maps each CLI name to its module.
 """
 
-ANALYSES = {
-    "band-norm": "rope_lens.analyses.band_norms",
-    "heads": "rope_lens.analyses.heads",
-    "profiles": "rope_lens.analyses.profiles",
-    "per-token": "rope_lens.analyses.per_token",
-    "decompose": "rope_lens.analyses.decompose",
-    "apostrophe": "rope_lens.analyses.apostrophe",
-    "ablation": "rope_lens.analyses.ablation",
-    "critical": "rope_lens.analyses.critical",
-    "massive-values": "rope_lens.analyses.massive_values",
-    "sinks": "rope_lens.analyses.sinks",
-    "passkey": "rope_lens.analyses.passkey",
-}
+from rope_lens.analyses.registry import SPECS
+
+ANALYSES = {name: s.module for name, s in SPECS.items()}

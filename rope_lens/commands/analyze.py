@@ -66,9 +66,15 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from rope_lens.analyses import ANALYSES
+    from rope_lens.analyses.registry import SPECS
 
     add_model_arguments(p)
-    p.add_argument("--analysis", default="band-norm", choices=sorted(ANALYSES))
+    p.add_argument(
+        "--analysis",
+        default="band-norm",
+        choices=sorted(ANALYSES),
+        help="; ".join(f"{s.name}: {s.help}" for s in SPECS.values()),
+    )
     add_input_arguments(p)
     p.add_argument("--layers", default=None, help="e.g. 0,1,5-10,-1 (default: all)")
     p.add_argument("--out", default=None, help="output folder (default: results/<model>)")
@@ -97,51 +103,25 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_head_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of the head analyses (heads, profiles, per-token, decompose, apostrophe,
-    ablation); validated against the model in ``rope_lens.analyses.head_options``."""
-    g = p.add_argument_group("head analyses")
-    g.add_argument(
-        "--head",
-        type=int,
-        default=None,
-        help="query head (0-based; per-token, decompose: default all; ablation: ablate only "
-        "this head, default all)",
-    )
-    g.add_argument(
-        "--prompt-index", type=int, default=0, help="which prompt (per-token, decompose)"
-    )
-    g.add_argument(
-        "--query-pos", default=None, help="decompose: query positions, e.g. 5 or 3,5-7,-1 (all)"
-    )
-    g.add_argument(
-        "--key-pos", default=None, help="decompose: key positions (default: all causal ones)"
-    )
-    g.add_argument(
-        "--band",
-        default=None,
-        help="ablation: chunks LO:HI, HI exclusive, 0 = highest frequency (e.g. 0:8; write "
-        "--band=-8: for the 8 lowest)",
-    )
-    g.add_argument(
-        "--ablation",
-        default="rotation-free",
-        choices=["rotation-free", "zero", "mean"],
-        help="ablation: what happens to the band (default rotation-free = angle 0)",
-    )
-    g.add_argument(
-        "--sweep",
-        default="none",
-        choices=["none", "low", "high", "both"],
-        help="ablation: sweep the number of lowest / highest chunks ablated",
-    )
-    g.add_argument(
-        "--sweep-points", type=int, default=8, help="ablation: band sizes in a sweep (default 8)"
-    )
-    g.add_argument(
-        "--spare-bos",
-        action="store_true",
-        help="ablation: leave position 0 (BOS) unedited, to tell content from the BOS sink",
-    )
+    """Every analysis option, built from the registered specs
+    (``rope_lens.analyses.registry``): one flag per option, its help naming the analyses that
+    read it. Head options are validated against the model in
+    ``rope_lens.analyses.head_options``; giving an option its analysis does not read is an
+    error (``AnalysisRequest.validate``)."""
+    from rope_lens.analyses.registry import all_options, option_users
+
+    users = option_users()
+    g = p.add_argument_group("analysis options (each names the analyses that read it)")
+    for opt in all_options().values():
+        who = ", ".join(users[opt.name])
+        default = f"; default {opt.default}" if opt.default not in (None, False) else ""
+        help_text = f"{who}: {opt.help}{default}"
+        if opt.flag:
+            g.add_argument(opt.cli, action="store_true", help=help_text)
+        else:
+            g.add_argument(
+                opt.cli, type=opt.type, default=opt.default, choices=opt.choices, help=help_text
+            )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,241 @@
+"""One registered spec per analysis: its module, its options, its table and whether it needs
+a forward pass. Everything else reads these specs: the CLI builds its flags from them, the
+request validates options against them (a misspelled or inapplicable option is refused with a
+suggestion), ``Lens.run`` checks keywords against them, and a saved table's analysis is read
+from its sidecar's ``analysis`` field, never guessed from its columns.
+
+Adding an analysis: write its module (``analyze(lm, make_batches, layers, options, progress,
+total) -> DataFrame`` and ``summarize(df) -> str``) and add one ``AnalysisSpec`` here. This
+module imports nothing heavy (``rope-lens --help`` stays fast).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Option:
+    """One analysis option: keyword ``name`` (CLI ``--name-with-dashes``).
+
+    ``default=None`` means "the analysis' own default" (documented in ``help``); ``flag``
+    options are booleans set by their presence on the command line.
+    """
+
+    name: str
+    type: Callable[[str], Any] = str
+    default: Any = None
+    help: str = ""
+    choices: tuple[str, ...] | None = None
+    flag: bool = False
+
+    @property
+    def cli(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    """What one analysis is and reads.
+
+    Attributes:
+        name: CLI name (``--analysis NAME``, ``Lens.run(NAME)``).
+        module: the module implementing ``analyze`` and ``summarize``.
+        help: one line for ``--help`` and the docs.
+        options: the options it reads beyond the common ones (model, prompts, layers, ...).
+        forward: False when it reads no text (a closed form of the layout).
+    """
+
+    name: str
+    module: str
+    help: str
+    options: tuple[Option, ...] = field(default=())
+    forward: bool = True
+
+    @property
+    def table(self) -> str:
+        """File stem of its saved table (``<table>.parquet`` + ``<table>.json``)."""
+        return self.name.replace("-", "_")
+
+
+# Options shared by several analyses: one definition each.
+HEAD = Option(
+    "head",
+    int,
+    None,
+    "query head, 0-based (per-token, decompose: default all; ablation: ablate only this head)",
+)
+PROMPT_INDEX = Option("prompt_index", int, 0, "which prompt (per-token, decompose)")
+CONTEXT = Option("context", int, None, "trained context in tokens (default: the model's)")
+SEED = Option("seed", int, 0, "random seed of generated prompts / controls")
+
+SPECS: dict[str, AnalysisSpec] = {
+    spec.name: spec
+    for spec in (
+        AnalysisSpec(
+            "band-norm",
+            "rope_lens.analyses.band_norms",
+            "mean 2-norm of every frequency chunk of q, k, v per layer and head (Figs 3, 4, 13)",
+        ),
+        AnalysisSpec(
+            "heads",
+            "rope_lens.analyses.heads",
+            "diagonal / previous-token / sink scores and classes of every head (Figs 5, 14-16)",
+        ),
+        AnalysisSpec(
+            "profiles",
+            "rope_lens.analyses.profiles",
+            "per-head frequency spectra joined with head classes",
+        ),
+        AnalysisSpec(
+            "per-token",
+            "rope_lens.analyses.per_token",
+            "per-token q/k norms and Cauchy-Schwarz bounds of one prompt",
+            (HEAD, PROMPT_INDEX),
+        ),
+        AnalysisSpec(
+            "decompose",
+            "rope_lens.analyses.decompose",
+            "each frequency chunk's share of a head's attention logits (App. E.1, Fig 12)",
+            (
+                HEAD,
+                PROMPT_INDEX,
+                Option("query_pos", str, None, "query positions, e.g. 5 or 3,5-7,-1 (all)"),
+                Option("key_pos", str, None, "key positions (default: all causal ones)"),
+            ),
+        ),
+        AnalysisSpec(
+            "apostrophe",
+            "rope_lens.analyses.apostrophe",
+            "search for the paper's apostrophe head (Fig 7)",
+        ),
+        AnalysisSpec(
+            "ablation",
+            "rope_lens.analyses.ablation",
+            "rotation-free / zeroed / mean-replaced frequency bands at inference: loss and heads",
+            (
+                HEAD,
+                Option(
+                    "band",
+                    str,
+                    None,
+                    "chunks LO:HI, HI exclusive, 0 = highest frequency (e.g. 0:8; write "
+                    "--band=-8: for the 8 lowest)",
+                ),
+                Option(
+                    "ablation",
+                    str,
+                    "rotation-free",
+                    "what happens to the band (rotation-free = angle 0)",
+                    choices=("rotation-free", "zero", "mean"),
+                ),
+                Option(
+                    "sweep",
+                    str,
+                    "none",
+                    "sweep the number of lowest / highest chunks ablated",
+                    choices=("none", "low", "high", "both"),
+                ),
+                Option("sweep_points", int, 8, "band sizes in a sweep"),
+                Option(
+                    "spare_bos",
+                    bool,
+                    False,
+                    "leave position 0 (BOS) unedited, to tell content from the BOS sink",
+                    flag=True,
+                ),
+            ),
+        ),
+        AnalysisSpec(
+            "critical",
+            "rope_lens.analyses.critical",
+            "chunks whose wavelength exceeds the trained context (Thm 6.1; Jonasson 2025)",
+            (CONTEXT,),
+            forward=False,
+        ),
+        AnalysisSpec(
+            "massive-values",
+            "rope_lens.analyses.massive_values",
+            "concentrated massive q/k values per dim and chunk, and what disrupting them costs "
+            "(Jin et al. 2025)",
+            (
+                Option("massive_lambda", float, None, "massive-value threshold over the mean (5)"),
+                Option(
+                    "massive_criterion",
+                    str,
+                    None,
+                    "which criterion selects the disrupted dims (massive)",
+                    choices=("massive", "massive_token"),
+                ),
+                Option("no_disrupt", bool, False, "detection only, no disruption", flag=True),
+                Option("probe_n", int, None, "contextual-retrieval probe prompts (8)"),
+                Option("probe_len", int, None, "tokens per probe prompt (256)"),
+                SEED,
+            ),
+        ),
+        AnalysisSpec(
+            "sinks",
+            "rope_lens.analyses.sinks",
+            "attention-sink heads (first-token mass over epsilon) and the chunks that favour "
+            "the BOS key (Gu et al. 2025)",
+            (
+                Option("sink_epsilon", float, None, "sink threshold on first-token mass (0.3)"),
+                Option("sink_prompts", int, None, "prompts for the chunk decomposition (4)"),
+                Option("sink_len", int, None, "tokens per decomposition prompt (64)"),
+            ),
+        ),
+        AnalysisSpec(
+            "passkey",
+            "rope_lens.analyses.passkey",
+            "passkey retrieval per length, as trained, with inference-time p-RoPE and RoPE "
+            "scaling variants; loss by position",
+            (
+                Option("passkey_lengths", str, None, "comma-separated lengths (256,512,1024)"),
+                Option(
+                    "passkey_variants",
+                    str,
+                    None,
+                    "comma-separated variants (as-trained,p-rope,linear,dynamic,yarn,llama3)",
+                ),
+                Option("passkey_prompts", int, None, "prompts per length (5)"),
+                Option("p", float, None, "p of the inference-time p-RoPE variant (0.75)"),
+                CONTEXT,
+                Option("loss_len", int, None, "tokens of the loss-by-position probe (off)"),
+                SEED,
+            ),
+        ),
+    )
+}
+
+
+def spec(name: str) -> AnalysisSpec:
+    """The spec of ``name``; unknown names get one line with a close-name suggestion."""
+    import difflib
+
+    from rope_lens.errors import InputError
+
+    if name not in SPECS:
+        close = difflib.get_close_matches(name, sorted(SPECS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise InputError(f"unknown analysis {name!r}{hint}; choose from {', '.join(sorted(SPECS))}")
+    return SPECS[name]
+
+
+def all_options() -> dict[str, Option]:
+    """Every analysis option by name (shared options appear once)."""
+    out: dict[str, Option] = {}
+    for s in SPECS.values():
+        for opt in s.options:
+            out.setdefault(opt.name, opt)
+    return out
+
+
+def option_users() -> dict[str, tuple[str, ...]]:
+    """Which analyses read each option."""
+    users: dict[str, list[str]] = {}
+    for s in SPECS.values():
+        for opt in s.options:
+            users.setdefault(opt.name, []).append(s.name)
+    return {name: tuple(names) for name, names in users.items()}

@@ -1,0 +1,57 @@
+"""The analysis registry is the one home of analyses and their options."""
+
+import importlib
+
+import pytest
+
+from rope_lens.analyses import ANALYSES
+from rope_lens.analyses.registry import SPECS, all_options, option_users
+from rope_lens.errors import InputError
+from rope_lens.request import AnalysisRequest, check_options
+
+
+def test_every_spec_names_a_module_with_analyze_and_summarize():
+    assert set(ANALYSES) == set(SPECS)
+    for spec in SPECS.values():
+        module = importlib.import_module(spec.module)
+        assert callable(module.analyze) and callable(module.summarize), spec.name
+
+
+def test_cli_flags_come_from_the_specs():
+    """Every declared option is a flag of `rope-lens analyze`, and its help names its users."""
+    import argparse
+
+    from rope_lens.commands.analyze import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    flags = {a.dest: a for a in parser._actions}
+    for name, users in option_users().items():
+        assert name in flags, name
+        assert all(u in flags[name].help for u in users)
+
+
+def test_an_analysis_specific_option_reaches_its_analysis():
+    import argparse
+
+    from rope_lens.commands.analyze import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    ns = parser.parse_args(["--analysis", "sinks", "--sink-epsilon", "0.5"])
+    req = AnalysisRequest.from_namespace(ns)
+    req.validate()
+    assert req.extra == {"sink_epsilon": 0.5}
+    assert req.analysis_options()["sink_epsilon"] == 0.5
+    assert req.numeric_options()["extra"] == {"sink_epsilon": 0.5}  # part of the identity
+
+
+def test_an_option_of_another_analysis_is_refused():
+    with pytest.raises(InputError, match="sink_epsilon"):
+        AnalysisRequest(analysis="heads", extra={"sink_epsilon": 0.5}).validate()
+
+
+def test_misspelled_option_gets_a_suggestion():
+    with pytest.raises(InputError, match="did you mean 'passkey_lengths'"):
+        check_options("passkey", {"passkey_lenghts": "256"})
+    assert set(all_options()) >= {"head", "band", "massive_lambda", "passkey_lengths"}
