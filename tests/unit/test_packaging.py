@@ -19,7 +19,9 @@ def test_license_is_an_spdx_string_and_setuptools_reads_it():
 
 
 def test_notebook_extra_brings_jupyterlab_and_widgets():
-    assert {"jupyterlab", "ipywidgets"} <= set(PYPROJECT["project"]["optional-dependencies"]["notebook"])
+    assert {"jupyterlab", "ipywidgets"} <= set(
+        PYPROJECT["project"]["optional-dependencies"]["notebook"]
+    )
 
 
 def test_type_check_is_configured_in_basic_mode_over_the_package():

@@ -54,7 +54,9 @@ def test_layout_lists_every_module():
 
 def test_timings_match_the_docs_front_page():
     index = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
-    timings = re.findall(r"took (\d+ s)\s+the first time .*? and (\d+ s) once converted", README, re.S)
+    timings = re.findall(
+        r"took (\d+ s)\s+the first time .*? and (\d+ s) once converted", README, re.S
+    )
     assert timings, "the README states its measured timings"
     for t in timings[0]:
         assert t in index, t

@@ -67,7 +67,9 @@ class TestAttentionViewsAreLabelled:
         page = render_report(sections, "t")
         # The circuitsvis component that shows attentionHeadNames (AttentionPatterns ignores
         # them and labels every head "Head 0").
-        calls = re.findall(r"CircuitsVis\.render\(\"[^\"]+\", CircuitsVis\.(\w+), (\{.*?\})\);", page)
+        calls = re.findall(
+            r"CircuitsVis\.render\(\"[^\"]+\", CircuitsVis\.(\w+), (\{.*?\})\);", page
+        )
         assert calls and {name for name, _ in calls} == {"AttentionHeads"}
         props = json.loads(calls[0][1])
         assert props["attentionHeadNames"] == ["Layer 3 Head 2"]
