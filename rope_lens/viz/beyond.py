@@ -183,3 +183,79 @@ def atlas_figure(table: pd.DataFrame, value: str, title: str) -> go.Figure:
     fig.update_xaxes(title="chunk / n_chunks (0 = highest frequency, 1 = lowest)", range=[0, 1])
     fig.update_yaxes(title=value.replace("_", " "))
     return styled(fig, title)
+
+
+# ---------------------------------------------------------------------------------------------
+# Report sections (hook: ``sections += beyond.sections_for_folder(folder)``)
+# ---------------------------------------------------------------------------------------------
+
+# table file stem -> (title, analysis module, what it is, the reference finding, figure functions)
+BEYOND = {
+    "critical": (
+        "Critical frequencies",
+        "rope_lens.analyses.critical",
+        "Chunks whose wavelength exceeds the trained context (the sliding window for sliding "
+        "layers): they never complete a turn over any distance the model was trained on.",
+        "The paper's Theorem 6.1: a semantic channel is robust only while it barely rotates; "
+        "Jonasson (2025) finds rotary offset features and outliers in these chunks.",
+        (critical_figure,),
+    ),
+    "massive_values": (
+        "Massive values",
+        "rope_lens.analyses.massive_values",
+        "Query/key dims whose L2 norm over tokens exceeds 5x their head's mean (Jin et al.), the "
+        "chunks they sit in, and what mean-replacing them costs against as many random dims.",
+        "Jin et al. (ICML 2025) find massive values in q and k, not v, concentrated in "
+        "low-frequency dims, and essential for contextual knowledge.",
+        (massive_figure, disruption_figure),
+    ),
+    "sinks": (
+        "Attention sinks",
+        "rope_lens.analyses.sinks",
+        "Mean first-token attention per head against epsilon = 0.3 (Gu et al.), joined to the "
+        "chunks that most favour the BOS key in the logit decomposition.",
+        "Gu et al. (ICLR 2025) find sinks in most heads of trained LMs; the paper traces one "
+        "BOS preference to a low-frequency chunk (App. E.1).",
+        (sinks_figure,),
+    ),
+    "passkey": (
+        "Passkey retrieval and RoPE variants",
+        "rope_lens.analyses.passkey",
+        "Passkey retrieval accuracy per prompt length as trained, with inference-time p-RoPE and "
+        "with RoPE scaling rules, and loss by position.",
+        "The paper argues that p-RoPE's rotation-free channels are robust over long contexts "
+        "(§6); scaling rules such as YaRN and llama3 stretch the low frequencies.",
+        (passkey_figure,),
+    ),
+}
+
+
+def sections_for_folder(folder) -> list:
+    """Report sections for whichever of this module's tables are in ``folder``."""
+    import importlib
+    import logging
+    from pathlib import Path
+
+    from rope_lens.viz.report import Section
+
+    out = []
+    for stem, (title, module, what, paper, figs) in BEYOND.items():
+        path = Path(folder) / f"{stem}.parquet"
+        if not path.exists():
+            continue
+        try:
+            from rope_lens.io import load_table
+
+            df = load_table(path)[0]
+        except Exception as err:  # a bad table must not sink the whole report
+            logging.getLogger(__name__).warning("report: skipping %s (%s)", path, err)
+            continue
+        summary = importlib.import_module(module).summarize(df)
+        figures = []
+        for fn in figs:
+            try:
+                figures.append(fn(df))
+            except (LookupError, ValueError, KeyError) as err:
+                logging.getLogger(__name__).info("report: no %s figure (%s)", stem, err)
+        out.append(Section(title, [what, paper], figures, summary))
+    return out

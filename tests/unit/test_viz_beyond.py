@@ -70,3 +70,14 @@ def test_passkey_and_atlas_figures():
     table = pd.DataFrame({"model": ["a", "a", "b"], "position": [0.5, 0.0, 0.2], "v": [2, 1, 3]})
     atlas = beyond.atlas_figure(table, "v", "t")
     assert list(atlas.data[0].y) == [1, 2] and atlas.data[1].name == "b"
+
+
+def test_report_sections_from_a_folder(tiny_lm, tmp_path):
+    from rope_lens import io
+
+    lm = tiny_lm("gemma3")
+    io.save_table(critical.run(lm), tmp_path / "critical.parquet", {"model": lm.name})
+    secs = beyond.sections_for_folder(tmp_path)
+    assert [s.title for s in secs] == ["Critical frequencies"]
+    assert secs[0].preformatted == critical.summarize(critical.run(lm))
+    assert len(secs[0].figures) == 1
