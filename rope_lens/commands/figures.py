@@ -85,7 +85,7 @@ def load_inputs(folder: Path) -> tuple[dict, str]:
     name = folder.name
     for path in sorted(folder.glob("*.parquet")):
         df, meta = load_table(path)
-        kind = kind_of(df)
+        kind = kind_of(df, meta)
         if kind is None:
             log.warning("%s: unrecognised table, skipped", path)
             continue

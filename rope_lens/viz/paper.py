@@ -35,8 +35,15 @@ KIND_COLUMNS = {  # first match wins: more specific signatures first
 }
 
 
-def kind_of(df: pd.DataFrame) -> str | None:
-    """Which analysis a table came from, by its columns (None if unknown)."""
+def kind_of(df: pd.DataFrame, meta: Mapping[str, Any] | None = None) -> str | None:
+    """Which analysis a table came from: its sidecar's ``analysis`` (the registered spec's
+    table name), never a guess when the sidecar says; frames without one (built in memory)
+    by their columns (None if unknown)."""
+    from rope_lens.analyses.registry import SPECS
+
+    name = (meta or {}).get("analysis")
+    if name in SPECS:
+        return SPECS[name].table
     cols = set(df.columns)
     return next((k for k, need in KIND_COLUMNS.items() if need <= cols), None)
 

@@ -168,7 +168,7 @@ def sections_from_folder(folder: str | Path) -> tuple[list[Section], dict]:
     tables, metas = {}, {}
     for path in sorted(Path(folder).glob("*.parquet")):
         df, meta = load_table(path)
-        kind = kind_of(df)
+        kind = kind_of(df, meta)
         if kind is not None:
             tables[kind], metas[kind] = df, meta
     first = next(iter(metas.values()), {})

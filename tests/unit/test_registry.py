@@ -55,3 +55,15 @@ def test_misspelled_option_gets_a_suggestion():
     with pytest.raises(InputError, match="did you mean 'passkey_lengths'"):
         check_options("passkey", {"passkey_lenghts": "256"})
     assert set(all_options()) >= {"head", "band", "massive_lambda", "passkey_lengths"}
+
+
+def test_a_saved_tables_kind_is_read_from_its_sidecar():
+    """A heads table whose columns would also match another signature is what its sidecar
+    says; only frames without a sidecar fall back to their columns."""
+    import pandas as pd
+
+    from rope_lens.viz.paper import kind_of
+
+    df = pd.DataFrame({"mean_norm": [1.0], "chunk": [0], "head_class": ["sink"]})
+    assert kind_of(df) == "profiles"  # column signature
+    assert kind_of(df, {"analysis": "sinks"}) == "sinks"  # the sidecar decides
