@@ -66,27 +66,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def picked_layers(folder: Path) -> str | None:
-    """Layers of the heads the per-token figures will show, picked from the saved scores
-    (``"3,17,29"``), or None when no head scores are saved."""
-    from rope_lens.io import load_table
-    from rope_lens.viz.paper import ROLES, pick_head
-
-    tables = {}
-    for kind in ("heads", "apostrophe"):
-        if (folder / f"{kind}.parquet").exists():
-            tables[kind] = load_table(folder / f"{kind}.parquet")[0]
-    if "heads" not in tables:
-        return None
-    layers = set()
-    for role in ROLES:
-        try:
-            layers.add(pick_head(tables, role, "heads")[0])
-        except (LookupError, KeyError):  # e.g. no apostrophe table: that role is skipped
-            pass
-    return ",".join(map(str, sorted(layers))) or None
-
-
 def _is_current(table: Path, model: str) -> bool:
     """A saved table can be drawn without rerunning: it reads back whole and finite and, for a
     model folder (a training run that may have kept training), its weights are the folder's
@@ -123,6 +102,7 @@ def _run_missing(
     from rope_lens.errors import InputError
     from rope_lens.pipeline import load_for, run_request
     from rope_lens.request import AnalysisRequest
+    from rope_lens.viz.paper import picked_layers
 
     lm = None
     # Corpus analyses first: the one-prompt ones need the head scores to pick their layers.
@@ -132,7 +112,7 @@ def _run_missing(
             continue
         own: list[str] = []
         if name in ONE_PROMPT:
-            layers = picked_layers(folder)
+            layers = picked_layers(folder)  # from the saved head scores
             if layers is None:
                 log.warning("skipping %s: it needs the heads analysis to pick layers", name)
                 continue
