@@ -69,6 +69,12 @@ class AttentionCall:
     stats: AttentionStats | None = None
     _cache: dict[str, Tensor] = field(default_factory=dict)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Views computed from q / k / v are stale once an editor replaces one of them.
+        if name in ("query", "key", "value") and "_cache" in self.__dict__:
+            self._cache.clear()
+        object.__setattr__(self, name, value)
+
     @property
     def n_heads(self) -> int:
         return self.query.shape[1]
@@ -78,8 +84,13 @@ class AttentionCall:
         return self.query.shape[1] // self.key.shape[1]
 
     def keys_per_query_head(self) -> Float[Tensor, "batch head pos d_head"]:
-        """Keys repeated to the query heads (GQA), post-rotation, model dtype."""
-        return self.key.repeat_interleave(self.group, dim=1) if self.group > 1 else self.key
+        """Keys repeated to the query heads (GQA), post-rotation, model dtype (computed once
+        per call; replacing ``key`` clears it)."""
+        if self.group == 1:
+            return self.key
+        if "k/per-head" not in self._cache:
+            self._cache["k/per-head"] = self.key.repeat_interleave(self.group, dim=1)
+        return self._cache["k/per-head"]
 
     def bphd(self, kind: str, stage: str) -> Float[Tensor, "batch pos head d_head"]:
         """fp32 ``[batch, pos, head, d_head]`` view of q / k / v; ``stage="pre"`` undoes the

@@ -306,3 +306,18 @@ def test_head_scores_allocate_no_t_by_t_tensor(tiny_lm):
 def test_the_square_tensor_check_can_fail(tiny_tl):
     """The same recorder sees the bridge's [b, h, T, T] scores (the check is not vacuous)."""
     assert _square_tensors(tiny_tl("llama"))
+
+
+def test_replacing_q_or_k_invalidates_cached_views(tiny_lm):
+    """An editor's new key is what later readers see (no stale per-head / fp32 view)."""
+    from rope_lens.engine.native import AttentionCall
+
+    lm = tiny_lm("llama")
+    q, k = torch.randn(1, 4, 5, 16), torch.randn(1, 2, 5, 16)
+    ids = torch.ones(1, 5, dtype=torch.long)
+    batch = inputs.Batch(ids, ids, torch.arange(5)[None], ids > 0)
+    call = AttentionCall(0, q, k, k.clone(), 0.25, None, None, batch, lm.rope.layer_specs[0])
+    first = call.keys_per_query_head(), call.bphd("k", "rot")
+    call.key = k * 2
+    assert torch.allclose(call.keys_per_query_head(), first[0] * 2)
+    assert torch.allclose(call.bphd("k", "rot"), first[1] * 2)
