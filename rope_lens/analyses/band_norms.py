@@ -203,7 +203,7 @@ def summarize(df: pd.DataFrame) -> str:
         f"{'layer':>5}  {'type':<{width}}  {'kind':<4}  {'chunk':>5}  {'band':<6}  "
         f"{'rad/token':>9}  {'wavelength':>10}  {'mean norm':>9}",
     ]
-    counts = dict.fromkeys(("high", "middle", "low", "none"), 0)
+    counts: dict[str, int] = dict.fromkeys(("high", "middle", "low", "none"), 0)
     for (layer, layer_type), sub in qk.groupby(["layer", "layer_type"]):
         ladder = sub.drop_duplicates("chunk").set_index("chunk")
         rotating = [float(f) for f in ladder["frequency"] if f > 0]
