@@ -156,6 +156,7 @@ def run_batches(
     skip: int = 0,
     after_batch: Callable[[int], None] | None = None,
     taps: Sequence = (),
+    merge: Sequence = (),
 ) -> None:
     """Run every batch once with ``hooks`` (``tl``) or ``taps`` (``native``); hand the logits to
     ``on_logits`` when given.
@@ -171,7 +172,22 @@ def run_batches(
         last_layer: the deepest layer any hook reads (default: the last layer).
         skip: batches at the start to pass over (already reduced by a resumed run).
         after_batch: called with the count of finished batches after each one (checkpoints).
+        merge: resumable reducers fed by ``hooks`` (data-parallel runs; see below).
+
+    Data-parallel (``rope_lens.distributed``, under torchrun / accelerate launch): when every
+    consumer of the batches can be merged, each process runs only its shard of the batches
+    (``skip`` / ``after_batch`` then count this rank's batches, for its own checkpoint) and the
+    reducers are summed over all processes after the loop. Otherwise every process runs all
+    batches. A one-process run is unchanged.
     """
+    # --- data-parallel (additive): shard the batches, merge the reducers after the loop ---
+    from rope_lens import distributed
+
+    parts = distributed.mergeable(taps, hooks, on_logits, merge)
+    if parts is not None:
+        batch_iter, total = distributed.shard(batch_iter), distributed.shard_total(total)
+        progress = progress and distributed.is_main()
+    # --- end data-parallel ---
     if lm.backend == "native":
         if hooks:
             raise InputError("TransformerLens hooks need the tl backend (--backend tl)")
@@ -191,6 +207,8 @@ def run_batches(
             skip=skip,
             after_batch=after_batch,
         )
+        if parts is not None:  # data-parallel: every rank now holds the one-process sums
+            distributed.merge(parts)
         return
     if taps:
         raise InputError("native taps need the native backend")
@@ -224,6 +242,8 @@ def run_batches(
                 on_logits(out, current["batch"])
             if after_batch is not None:
                 after_batch(index + 1)
+    if parts is not None:  # data-parallel: every rank now holds the one-process sums
+        distributed.merge(parts)
 
 
 def stream(
@@ -252,6 +272,7 @@ def stream(
         progress=progress,
         skip=skip,
         after_batch=after_batch,
+        merge=reducers,  # data-parallel: these are all the hooks feed (sharded if resumable)
     )
 
 

@@ -113,22 +113,27 @@ def run_analysis(args: Any, lm=None) -> int:
 
 def run_request(req: AnalysisRequest, lm=None) -> int:
     """Run ``req`` and save its table; 0 when saved or already up to date."""
+    from rope_lens import distributed
     from rope_lens.lock import folder_lock
 
     req.validate()
+    distributed.init(req.device)  # data-parallel under torchrun / accelerate launch (else no-op)
     out_dir = req.out_dir
     check_writable(out_dir)
-    with folder_lock(out_dir, f"analyze {req.analysis}"):
+    # Data-parallel: rank 0 holds the folder lock for all ranks (see rope_lens.distributed).
+    with distributed.main_only(folder_lock(out_dir, f"analyze {req.analysis}")):
         from rope_lens import atomic
 
-        atomic.remove_stale(out_dir, ".*.tmp")  # left by a killed write; we hold the lock
+        if distributed.is_main():
+            atomic.remove_stale(out_dir, ".*.tmp")  # left by a killed write; we hold the lock
+        distributed.barrier()
         return _run_locked(req, out_dir, lm)
 
 
 def _run_locked(req: AnalysisRequest, out_dir: Path, lm) -> int:
     import importlib
 
-    from rope_lens import identity, inputs, io
+    from rope_lens import distributed, identity, inputs, io
     from rope_lens.analyses import ANALYSES
     from rope_lens.errors import InputError
     from rope_lens.extract import check_layers
@@ -207,7 +212,7 @@ def _run_locked(req: AnalysisRequest, out_dir: Path, lm) -> int:
     options = req.analysis_options()
     # Partial reductions are checkpointed here so an interrupted run resumes, not restarts;
     # the checkpoint is keyed by the result's identity, never reused for anything else.
-    options["checkpoint"] = out_dir / f".{req.table_name}.partial.safetensors"
+    options["checkpoint"] = distributed.per_rank(out_dir / f".{req.table_name}.partial.safetensors")
     options["inputs_sha256"] = ident
     options["checkpoint_key"] = ident
     try:
@@ -226,6 +231,9 @@ def _run_locked(req: AnalysisRequest, out_dir: Path, lm) -> int:
         raise InputError("the analysis produced no rows (were all tokens excluded?)")
     io.check_finite(df, measured, f"{name} on {lm.name}")
     meta["seconds"] = round(time.time() - start, 2)
+    meta["world_size"] = distributed.world()  # data-parallel: processes that shared the batches
+    if not distributed.is_main():  # data-parallel: rank 0 alone writes the one table
+        return 0
     path = io.save_table(df, table, meta)
     print(module.summarize(df))
     print(f"saved {len(df):,} rows to {path} (+ .json copy) in {meta['seconds']:.1f} s")

@@ -36,12 +36,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from rope_lens import distributed
 from rope_lens.analyses import heads as head_scores
 from rope_lens.analyses.head_options import check_head, parse_band
 from rope_lens.attention import model_scaling, scores_hook
@@ -90,6 +92,7 @@ class MeanReducer:
 
     def __init__(self, lm: LoadedModel, layers: Sequence[int]) -> None:
         self.sites = [Site(layer, kind, "pre") for layer in layers for kind in "qk"]
+        self.device = lm.device
         self.sums: dict[Site, Tensor] = {}
         self.n = 0
 
@@ -102,6 +105,17 @@ class MeanReducer:
 
     def means(self) -> dict[Site, Float[Tensor, "head d_head"]]:
         return {site: (s / max(self.n, 1)).float() for site, s in self.sums.items()}
+
+    # Resumable protocol (rope_lens.resume), used to merge data-parallel shards.
+    def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        return {f"{s.layer}/{s.kind}": t for s, t in self.sums.items()}, {"n": self.n}
+
+    def load_state(self, tensors: dict[str, Tensor], extra: dict[str, Any]) -> None:
+        for s in self.sites:
+            key = f"{s.layer}/{s.kind}"
+            if key in tensors:
+                self.sums[s] = tensors[key].to(self.device)
+        self.n = int(extra.get("n", 0))
 
 
 class LossMeter:
@@ -123,6 +137,14 @@ class LossMeter:
     @property
     def loss(self) -> float:
         return self.nll / max(self.n, 1)
+
+    # Resumable protocol (rope_lens.resume), used to merge data-parallel shards.
+    def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        return {"nll": torch.tensor([self.nll], dtype=torch.float64)}, {"n": self.n}
+
+    def load_state(self, tensors: dict[str, Tensor], extra: dict[str, Any]) -> None:
+        self.nll = float(tensors["nll"].sum()) if "nll" in tensors else 0.0
+        self.n = int(extra.get("n", 0))
 
 
 def edit_band(
@@ -216,6 +238,7 @@ class AblationTap:
     """
 
     needs_stats = False
+    stateless = True  # an edit that keeps nothing: data-parallel passes may shard around it
 
     def __init__(self, lm: LoadedModel, ab: Ablation, means) -> None:
         self.ab, self.means = ab, means
@@ -343,6 +366,8 @@ def run_ablations(
     mean_layers = sorted({layer for c in configs if c.kind == "mean" for layer in c.layers})
     means_red = MeanReducer(lm, mean_layers) if mean_layers else None
     hit = cache.get(0) if cache is not None else None
+    if not distributed.agree_all(hit is not None):  # data-parallel: skip only what all kept
+        hit = None
     if hit is not None:
         (scalars, base, tensors) = hit
         base_loss, n_tok = scalars["loss"], scalars["n"]
@@ -368,6 +393,8 @@ def run_ablations(
     ]
     for index, ab in enumerate(configs, 1):
         hit = cache.get(index) if cache is not None else None
+        if not distributed.agree_all(hit is not None):  # data-parallel: skip only what all kept
+            hit = None
         if hit is not None:
             loss, n, scores = hit[0]["loss"], hit[0]["n"], hit[1]
         else:
