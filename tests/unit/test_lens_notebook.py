@@ -46,6 +46,13 @@ class TestPrompts:
             as_texts("   ")
 
 
+def test_options_are_checked_as_on_the_command_line(lens):
+    with pytest.raises(InputError, match="did you mean 'head'"):
+        lens.run("per-token", prompts=TEXT, hed=1)
+    with pytest.raises(InputError, match="does not apply to band-norm"):
+        lens.run("band-norm", prompts=TEXT, head=1)
+
+
 class TestQK:
     def test_tidy_frame_shape_and_labels(self, lens):
         lm = lens.lm
