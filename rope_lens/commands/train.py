@@ -77,10 +77,8 @@ def _config(args: argparse.Namespace):
             sets.append(f"{key}={getattr(args, flag)}")
     if args.compile:
         sets.append("compile=true")
-    cfg = override(get_preset(args.config), sets)
-    from rope_lens.train.encodings import get_encoding
-
-    return override(cfg, [f"encoding={get_encoding(cfg.encoding, cfg.theta).name}"])
+    # TrainConfig parses the encoding once and keeps its canonical name.
+    return override(get_preset(args.config), sets)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,7 +13,6 @@ from typing import Any
 
 from rope_lens.errors import InputError
 from rope_lens.train.config import TrainConfig
-from rope_lens.train.encodings import get_encoding
 from rope_lens.train.model import build_model, count_parameters, flops_per_token
 
 GIB = 1024**3
@@ -42,7 +41,7 @@ def plan(
             f"batch {cfg.batch_size} = {per_step_micro} micro-batches of "
             f"{cfg.micro_batch_size}; that does not split over {n_gpus} GPUs"
         )
-    model = build_model(m, get_encoding(cfg.encoding, cfg.theta), cfg.max_eval_len, device="meta")
+    model = build_model(m, cfg.positional_encoding, cfg.max_eval_len, device="meta")
     params = count_parameters(model)
     shards = n_gpus if cfg.fsdp else 1
     states = 16 * params["total"] / shards  # fp32 weights + grads + AdamW exp_avg, exp_avg_sq

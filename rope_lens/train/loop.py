@@ -32,7 +32,6 @@ from rope_lens.io import write_json
 from rope_lens.train import checkpoint as ckpt_io
 from rope_lens.train.config import RESUMABLE_CHANGES, TrainConfig
 from rope_lens.train.data import BatchSampler, pack, prepare_data
-from rope_lens.train.encodings import get_encoding
 from rope_lens.train.evaluate import evaluate_splits
 from rope_lens.train.metrics import MetricsLog, lr_factor
 from rope_lens.train.model import build_model, count_parameters
@@ -245,7 +244,7 @@ def _setup(
     cfg: TrainConfig, run_dir: Path, data_root: str | Path, resume: bool, build_data: bool
 ) -> _Run:
     """Data, model, optimizer and scheduler, resumed from the newest checkpoint if any."""
-    encoding = get_encoding(cfg.encoding, cfg.theta)
+    encoding = cfg.positional_encoding  # parsed once, by the config
     encoding.inv_freq(cfg.model.head_dim)  # validates head_dim before any heavy work
     accelerator = _accelerator(cfg)
     world = accelerator.num_processes
