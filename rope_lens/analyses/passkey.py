@@ -466,12 +466,17 @@ def analyze(
     )
 
 
+def _rows(df: pd.DataFrame, probe: str) -> pd.DataFrame:
+    sub = df[df.probe == probe]
+    return sub.dropna(axis=1, how="all").reset_index(drop=True) if len(sub) else sub.iloc[0:0]
+
+
 def passkey_table(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df.probe == "passkey"].dropna(axis=1, how="all").reset_index(drop=True)
+    return _rows(df, "passkey")
 
 
 def loss_table(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df.probe == "loss"].dropna(axis=1, how="all").reset_index(drop=True)
+    return _rows(df, "loss")
 
 
 def summarize(df: pd.DataFrame) -> str:

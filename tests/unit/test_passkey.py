@@ -177,6 +177,8 @@ def test_run_and_options(tiny_lm):
     assert pk.set_index("variant").loc["linear", "factor"] == pytest.approx(48 / 32)
     assert set(passkey.loss_table(df).variant) == {"as-trained", "p-rope", "linear"}
     assert "passkey accuracy" in passkey.summarize(df)
+    no_loss = df[df.probe == "passkey"]
+    assert "loss" not in passkey.summarize(no_loss) and passkey.loss_table(no_loss).empty
     with pytest.raises(InputError, match="unknown variant"):
         passkey.run(lm, lambda: iter([batch]), lengths=[48], variants=["rope2"])
     with pytest.raises(InputError, match="passkey-lengths"):
