@@ -133,14 +133,17 @@ def run_request(req: AnalysisRequest, lm=None) -> int:
 def _run_locked(req: AnalysisRequest, out_dir: Path, lm) -> int:
     import importlib
 
-    from rope_lens import distributed, identity, inputs, io
+    from rope_lens import corpus, distributed, identity, inputs, io
     from rope_lens.analyses import ANALYSES
     from rope_lens.errors import InputError
     from rope_lens.extract import check_layers
 
     start = time.time()
     set_threads(req.threads)
-    texts = inputs.load_texts(req.prompts, req.limit)  # fail fast, before loading a model
+    # Larger than memory (rope_lens.corpus): HF datasets folders, parquet, arrow, big jsonl
+    # are read lazily and tokenized into a file; everything else as before.
+    lazy = corpus.open_texts(req.prompts, req.limit)
+    texts = lazy if lazy is not None else inputs.load_texts(req.prompts, req.limit)  # fail fast
     layer_request = parse_layers(req.layers)
     if lm is None:
         lm = load_for(req)
@@ -156,7 +159,7 @@ def _run_locked(req: AnalysisRequest, out_dir: Path, lm) -> int:
         )
     use_bos = not req.no_bos
     has_bos = use_bos and lm.bos_token_id is not None
-    seqs = inputs.tokenize(
+    seqs = corpus.tokenize_any(
         lm.tokenizer,
         texts,
         lm.bos_token_id,
@@ -179,7 +182,7 @@ def _run_locked(req: AnalysisRequest, out_dir: Path, lm) -> int:
     name = req.analysis
     module = importlib.import_module(ANALYSES[name])
     table = out_dir / f"{req.table_name}.parquet"
-    inputs_sha = io.hash_tokens(seqs)
+    inputs_sha = getattr(seqs, "sha256", None) or io.hash_tokens(seqs)  # token files: hashed once
     model_id = identity.model_identity(lm.folder, lm.revision)
     numeric = {**req.numeric_options(), "layers": layers, "dtype": str(lm.dtype)}
     ident = identity.result_identity(model_id, name, numeric, inputs_sha)
