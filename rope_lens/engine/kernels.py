@@ -87,30 +87,37 @@ def attention_stats(
     softcap: float | None = None,
     window: int | None = None,
     force_blockwise: bool = False,
-) -> AttentionStats:
-    """Log-sum-exp and attention-weighted key / position sums of every query row, in fp32.
+    value: Float[Tensor, "batch head pos d_value"] | None = None,
+) -> tuple[AttentionStats, Tensor | None]:
+    """Log-sum-exp and attention-weighted score / position sums of every query row (fp32),
+    and, when ``value`` is given and a fused kernel ran, the attention output sum_j a_ij v_j
+    ``[batch, head, pos, d_value]`` of the same call (else None: run the model's kernel).
 
-    ``force_blockwise`` takes the fallback path (tests compare the two)."""
+    One kernel call serves both: its value is ``[v, k, j, 0...]`` and q, k get zero columns to
+    the same width (the CPU and flash kernels want equal head sizes; zeros leave the scores
+    unchanged), so the softmax is computed once. ``force_blockwise`` takes the fallback path
+    (tests compare the two)."""
     q, k = q.float(), k.float()
     n, d = q.shape[-2], q.shape[-1]
     fused_ok = not softcap and (window is None or n <= window) and not force_blockwise
     if fused_ok and q.device.type in ("cpu", "cuda"):
-        # value = [k, j, 0...]: the kernel's output is then [sum a k, sum a j]. The CPU and
-        # flash kernels want equal head sizes, so q and k get zero columns (scores unchanged).
-        width = d + 1
+        dv = 0 if value is None else value.shape[-1]
+        width = dv + d + 1
         width += (-width) % 8
-        pos = torch.arange(n, device=q.device, dtype=q.dtype)
-        value = torch.zeros(*k.shape[:-1], width, device=k.device, dtype=k.dtype)
-        value[..., :d] = k
-        value[..., d] = pos
+        packed = torch.zeros(*k.shape[:-1], width, device=k.device, dtype=k.dtype)
+        if value is not None:
+            packed[..., :dv] = value
+        packed[..., dv : dv + d] = k
+        packed[..., dv + d] = torch.arange(n, device=q.device, dtype=q.dtype)
         qp = torch.nn.functional.pad(q, (0, width - d))
         kp = torch.nn.functional.pad(k, (0, width - d))
-        out, lse = _fused(qp, kp, value, scale)
+        out, lse = _fused(qp, kp, packed, scale)
         if out is not None:
             # sum_j a_ij s_ij = scale * q_i . (sum_j a_ij k_j): linear in k without a softcap.
-            score_mean = (q * out[..., :d]).sum(-1) * scale
-            return AttentionStats(lse[..., :n], score_mean, out[..., d])
-    return _blockwise(q, k, scale, softcap, window)
+            score_mean = (q * out[..., dv : dv + d]).sum(-1) * scale
+            stats = AttentionStats(lse[..., :n], score_mean, out[..., dv + d])
+            return stats, (out[..., :dv] if value is not None else None)
+    return _blockwise(q, k, scale, softcap, window), None
 
 
 def _fused(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor | None, Tensor]:

@@ -210,18 +210,41 @@ class _Run:
             kv_heads = key.shape[1]
             for tap in taps:
                 tap.edit(call)
+            output = None
             if call.needs_stats:
-                call.stats = attention_stats(
-                    call.query, call.keys_per_query_head(), call.scaling, call.softcap, call.window
+                # On CPU in fp32 the stats kernel also computes this layer's output (one
+                # softmax, not two); elsewhere the model's own kernel runs after the taps.
+                fuse = (
+                    query.device.type == "cpu"
+                    and call.query.dtype == torch.float32
+                    and not dropout
+                    and getattr(module, "is_causal", True)
+                    and not (self.stop_after is not None and layer >= self.stop_after)
+                )
+                call.stats, output = attention_stats(
+                    call.query,
+                    call.keys_per_query_head(),
+                    call.scaling,
+                    call.softcap,
+                    call.window,
+                    value=_per_head(call.value, call.group) if fuse else None,
                 )
             for tap in taps:
                 tap.observe(call)
+            if self.stop_after is not None and layer >= self.stop_after:
+                raise _Stop
+            if output is not None:
+                return output.transpose(1, 2).contiguous(), None
             query, key, value = call.query, call.key, call.value
             if key.shape[1] != kv_heads and key.shape[1] == query.shape[1]:
                 kernel_module = _KernelView(module)
         if self.stop_after is not None and layer >= self.stop_after:
             raise _Stop
         return base(kernel_module, query, key, value, mask, scaling=scaling, dropout=dropout, **kw)
+
+
+def _per_head(x: Tensor, group: int) -> Tensor:
+    return x.repeat_interleave(group, dim=1) if group > 1 else x
 
 
 _CURRENT: list[_Run] = []  # the run in progress (a stack: nested runs are not supported)

@@ -61,17 +61,25 @@ def _explicit(q, k, scale, cap, window):
 @pytest.mark.parametrize("cap", [None, 3.0])
 def test_attention_stats_equal_an_explicit_softmax(window, cap):
     """log-sum-exp, sum a s and sum a j from the fused kernel and from query blocks equal an
-    explicit softmax over the masked [T, T] scores."""
+    explicit softmax over the masked [T, T] scores; so does the fused call's output."""
     torch.manual_seed(0)
     q, k = torch.randn(2, 3, 40, 16) * 2, torch.randn(2, 3, 40, 16) * 2
+    v = torch.randn(2, 3, 40, 16)
     ref = _explicit(q, k, 0.25, cap, window)
+    s = kernels.explicit_scores(q, k, 0.25, cap, window)
+    ref_out = torch.softmax(s, -1) @ v
     old = kernels.BLOCK
     kernels.BLOCK = 7  # several blocks, some straddling the window edge
     try:
         for force in (False, True):
-            got = kernels.attention_stats(q, k, 0.25, cap, window, force_blockwise=force)
+            got, out = kernels.attention_stats(
+                q, k, 0.25, cap, window, force_blockwise=force, value=v
+            )
             for a, b in zip((got.lse, got.score_mean, got.pos_mean), ref):
                 assert torch.allclose(a, b, atol=1e-4), (force, float((a - b).abs().max()))
+            if out is not None:  # the fused call's attention output is the layer's output
+                assert not force and cap is None
+                assert torch.allclose(out, ref_out, atol=1e-5)
     finally:
         kernels.BLOCK = old
 
