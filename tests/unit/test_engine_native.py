@@ -329,3 +329,17 @@ def test_replacing_q_or_k_invalidates_cached_views(tiny_lm):
     call.key = k * 2
     assert torch.allclose(call.keys_per_query_head(), first[0] * 2)
     assert torch.allclose(call.bphd("k", "rot"), first[1] * 2)
+
+
+def test_lens_bridge_is_a_transformerlens_view(tiny_dirs):
+    """On the native backend, Lens.bridge boots a separate TransformerLens copy whose hook
+    points fire, and the native model keeps its own attention kernel."""
+    from rope_lens import Lens
+
+    lens = Lens(str(tiny_dirs["llama"]), device="cpu")
+    bridge = lens.bridge
+    assert lens.lm.hf_model.config._attn_implementation == "rope_lens_sdpa"
+    ids = torch.tensor([[1, 40, 41, 42]])
+    _, cache = bridge.run_with_cache(ids, names_filter=["blocks.0.attn.hook_rot_q"])
+    assert cache["blocks.0.attn.hook_rot_q"].shape[:2] == (1, 4)
+    assert lens.bridge is bridge  # built once
