@@ -15,7 +15,8 @@ comparison: Jin et al. find massive values in q and k but not in v):
   are *concentrated in the same dims* across tokens, not a few spikes).
 
 Each dim belongs to a frequency chunk (rotate-half: chunk k = dims k and k + d/2), so the
-table reports the chunk, its frequency and its third of the spectrum (``band``).
+table reports the chunk, its frequency, its third of the spectrum (``band``) and whether it is
+``critical`` (wavelength > trained context: ``rope_lens.analyses.critical``).
 
 **Disruption** (their §4 experiment, at inference): the massive q/k dims of the analysed
 layers are replaced by their corpus mean (pre-rotation, then rotated as usual: only the
@@ -37,6 +38,7 @@ One table: ``record == "dim"`` rows (detection) and ``record == "disruption"`` r
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,13 +46,14 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from rope_lens.analyses import passkey
+from rope_lens.analyses import critical, passkey
 from rope_lens.analyses.ablation import LossMeter
 from rope_lens.analyses.band_norms import band_of
 from rope_lens.errors import InputError
 from rope_lens.extract import Site, hook_name, run_batches, stream
 from rope_lens.inputs import Batch
 from rope_lens.models.load import LoadedModel
+from rope_lens.resume import resumable
 from rope_lens.rope import RopeSpec, chunk_dims, rotate, unrotate
 
 LAMBDA = 5.0  # Jin et al.'s threshold
@@ -73,6 +76,7 @@ DIM_COLUMNS = [
     "max_abs",
     "massive",
     "massive_token",
+    "critical",
 ]
 DISRUPT_COLUMNS = [
     "condition",
@@ -116,6 +120,20 @@ class MassiveReducer:
             a["max"] = torch.maximum(a["max"], new["max"])
         if site == self.sites[0]:
             self.n += batch.n_counted
+
+    def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Partial sums and the token count, for a resume checkpoint (``rope_lens.resume``)."""
+        tensors = {
+            f"{s.layer}/{s.kind}/{key}": t for s, a in self.acc.items() for key, t in a.items()
+        }
+        return tensors, {"n": self.n}
+
+    def load_state(self, tensors: dict[str, Tensor], extra: dict[str, Any]) -> None:
+        for name, t in tensors.items():
+            layer, kind, key = name.split("/")
+            site = Site(int(layer), kind, "pre")
+            self.acc.setdefault(site, {})[key] = t.to(self.lm.device)
+        self.n = int(extra["n"])
 
     def means(self) -> dict[Site, Float[Tensor, "head d_head"]]:
         """Pre-rotation mean of every q/k dim over counted tokens."""
@@ -355,15 +373,27 @@ def run(
     seed: int = 0,
     total: int | None = None,
     progress: bool = True,
+    options: dict | None = None,
 ) -> pd.DataFrame:
-    """Detection over ``make_batches()``, then (optionally) the disruption passes."""
+    """Detection over ``make_batches()``, then (optionally) the disruption passes
+    (``options``: the pipeline's; the detection pass resumes from its checkpoint)."""
     if not lam > 0:
         raise InputError(f"--massive-lambda must be positive, got {lam}")
     if criterion not in ("massive", "massive_token"):
         raise InputError(f"unknown criterion {criterion!r}; choose massive or massive_token")
     reducer = MassiveReducer(lm, layers, lam)
-    stream(lm, make_batches(), [reducer], total=total, progress=progress)
-    dims = reducer.to_frame()
+    skip, after_batch, finished = resumable(options or {}, [reducer])
+    stream(
+        lm,
+        make_batches(),
+        [reducer],
+        total=total,
+        progress=progress,
+        skip=skip,
+        after_batch=after_batch,
+    )
+    finished()
+    dims = critical.mark_critical(reducer.to_frame(), critical.run(lm, layers))
     if not disruption:
         return dims.reindex(columns=COLUMNS)
     result = disrupt(
@@ -411,6 +441,7 @@ def analyze(
         seed=opt("seed", 0, int),
         total=total,
         progress=progress,
+        options=options,
     )
 
 
@@ -460,7 +491,15 @@ def summarize(df: pd.DataFrame) -> str:
             cells.append(f"{label} {len(hit)}/{len(sub)}" + (f" ({bands})" if bands else ""))
         top = sub[sub.massive].chunk.value_counts().head(4)
         tops = ", ".join(f"{int(c)}x{int(n)}" for c, n in top.items()) or "-"
-        lines.append(f"  {kind}: " + "; ".join(cells) + f"; top chunks (chunk x dims): {tops}")
+        crit = ""
+        if "critical" in sub and sub.massive.any():
+            crit = (
+                f"; in critical chunks {sub[sub.massive].critical.mean():.0%} "
+                f"(of all dims {sub.critical.mean():.0%})"
+            )
+        lines.append(
+            f"  {kind}: " + "; ".join(cells) + f"; top chunks (chunk x dims): {tops}" + crit
+        )
     dis = disruption_table(df)
     if len(dis):
         for r in dis.itertuples():

@@ -641,15 +641,18 @@ def test_report_full_disk_is_one_line_and_keeps_the_old_page(model, tmp_path, ca
     assert page.read_text() == "old page"
 
 
-@pytest.mark.parametrize("analysis", ["heads", "profiles", "apostrophe"])
+@pytest.mark.parametrize(
+    "analysis", ["heads", "profiles", "apostrophe", "massive-values --no-disrupt"]
+)
 def test_head_analyses_resume_after_an_interrupt(model, tmp_path, capsys, monkeypatch, analysis):
-    """Heads, profiles and apostrophe checkpoint too: Ctrl-C at batch 3, rerun, same table as a
-    fresh run."""
+    """Heads, profiles, apostrophe and massive values checkpoint too: Ctrl-C at batch 3, rerun,
+    same table as a fresh run."""
     from rope_lens import inputs
 
+    analysis, *flags = analysis.split()
     name = analysis.replace("-", "_")
     out = str(tmp_path / "out")
-    args = ["--model", str(model), "--out", out, "--layers", "0,1", "--no-progress"]
+    args = ["--model", str(model), "--out", out, "--layers", "0,1", "--no-progress", *flags]
     args += ["--analysis", analysis, "--max-tokens", "500", "--batch-size", "2"]
     real = _interrupt_after(monkeypatch, 3)
     code, _, err = _analyze(capsys, *args)
