@@ -59,3 +59,49 @@ def test_ddp_two_processes_equal_one(tmp_path):
     ref = json.loads((one / "results.json").read_text())
     va, vb = ref["final"]["valid@1x"]["loss"], res["final"]["valid@1x"]["loss"]
     assert abs(va - vb) <= 1e-5, (va, vb)
+
+
+def test_fsdp_step_on_two_cpu_processes_and_its_checkpoint_analyzes(tmp_path, tiny_dirs):
+    """The gemma-2b preset's sharding (a unit per decoder layer; FSDP2, as FSDP1 needs a GPU)
+    takes one optimizer step on 2 CPU processes, each with half of the global batch: its
+    gathered weights equal one process's step on the whole batch, and the checkpoint
+    folder analyzes with ``rope-lens analyze``. Plain RoPE: a 0.75-RoPE model's band-norm
+    table has infinite wavelengths (zero frequencies), which the pipeline refuses to save."""
+    from safetensors.torch import load_file
+
+    from rope_lens import cli, io
+    from tests.dist import fsdp_worker
+
+    torch.set_num_threads(1)
+    run, data_root = tmp_path / "fsdp", tmp_path / "cache"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(ROOT / "tests/dist/fsdp_worker.py"), str(run), str(data_root)],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("rank ")]
+    assert len(lines) == 2 and all(" of 2: sharded " in x for x in lines), proc.stdout
+    shard, full = (
+        int(v) for v in lines[0].split("sharded ")[1].split(" parameters")[0].split(" of ")
+    )
+    assert shard < full  # each rank held only part of the weights
+    loss2 = float(lines[0].rsplit("loss ", 1)[1])
+
+    cfg = worker.config(fsdp=True, encoding="rope")
+    model, make_opt = fsdp_worker.build(cfg)
+    loss1 = fsdp_worker.one_step(model, make_opt(model), fsdp_worker.global_batch(cfg))
+    assert abs(loss1 - loss2) <= 1e-5, (loss1, loss2)
+    saved = load_file(run / "model.safetensors")
+    mine = model.state_dict()
+    dev = max((saved[k] - mine[k]).abs().max().item() for k in saved)
+    print(f"FSDP (2 CPU processes) vs 1 process after one step: loss {abs(loss1 - loss2):.3g}, "
+          f"max |weight difference| {dev:.3g}")  # fmt: skip
+    assert dev <= 1e-5
+    out = tmp_path / "table"
+    argv = ["analyze", "--model", str(run), "--device", "cpu", "--max-len", "24",
+            "--limit", "4", "--no-progress", "--threads", "1", "--out", str(out)]  # fmt: skip
+    assert cli.main(argv) == 0
+    df, meta = io.load_table(out / "band_norm.parquet")
+    assert len(df) and meta["world_size"] == 1
