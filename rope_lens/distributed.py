@@ -74,9 +74,10 @@ def is_main() -> bool:
 def init(device: str | None = None, timeout_s: float = 1800.0) -> bool:
     """Join the process group the launcher describes (idempotent); True when distributed.
 
-    ``nccl`` when CUDA is available and ``device`` is not ``cpu``, ``gloo`` otherwise. On
-    CUDA each process takes GPU ``LOCAL_RANK`` as its current device, so ``--device auto`` /
-    ``cuda`` means "this rank's GPU".
+    ``nccl`` when CUDA is available and ``device`` is not ``cpu``, ``gloo`` otherwise
+    (``ROPE_LENS_DIST_BACKEND`` overrides). On CUDA each process takes GPU ``LOCAL_RANK``
+    (modulo the GPU count) as its current device, so ``--device auto`` / ``cuda`` means "this
+    rank's GPU".
     """
     global _STARTED_HERE
     import torch.distributed as dist
@@ -86,11 +87,12 @@ def init(device: str | None = None, timeout_s: float = 1800.0) -> bool:
     if dist.is_initialized():
         return active()
     use_cuda = torch.cuda.is_available() and (device is None or not str(device).startswith("cpu"))
-    if use_cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(
-        backend="nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s)
-    )
+    if use_cuda:  # more processes than GPUs (a check on one GPU) share them round-robin
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local % torch.cuda.device_count())
+    # ROPE_LENS_DIST_BACKEND=gloo: several processes on one GPU (nccl refuses a shared GPU).
+    backend = os.environ.get("ROPE_LENS_DIST_BACKEND") or ("nccl" if use_cuda else "gloo")
+    dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
     _STARTED_HERE = True
     atexit.register(shutdown)
     return active()
