@@ -164,14 +164,18 @@ def run(
     max_len: int = 64,
     total: int | None = None,
     progress: bool = True,
+    options: dict | None = None,
 ) -> pd.DataFrame:
     """Sink mass per head over ``make_batches()``; BOS channels over the first ``n_prompts``
-    texts (cut to ``max_len`` tokens)."""
+    texts (cut to ``max_len`` tokens). ``options``: the pipeline's; the corpus pass resumes
+    from its checkpoint."""
     if not 0 < epsilon < 1:
         raise InputError(f"--sink-epsilon must be in (0, 1), got {epsilon}")
     if n_prompts < 1:
         raise InputError(f"--sink-prompts must be at least 1, got {n_prompts}")
-    scores = head_scores.run(lm, make_batches(), layers, total=total, progress=progress)
+    scores = head_scores.run(
+        lm, make_batches(), layers, total=total, progress=progress, options=options
+    )
     prompts = []
     for batch in make_batches():
         for row in range(batch.input_ids.shape[0]):
@@ -245,6 +249,7 @@ def analyze(
         max_len=opt("sink_len", 64, int),
         total=total,
         progress=progress,
+        options=options,
     )
 
 

@@ -642,11 +642,11 @@ def test_report_full_disk_is_one_line_and_keeps_the_old_page(model, tmp_path, ca
 
 
 @pytest.mark.parametrize(
-    "analysis", ["heads", "profiles", "apostrophe", "massive-values --no-disrupt"]
+    "analysis", ["heads", "profiles", "apostrophe", "massive-values --no-disrupt", "sinks"]
 )
 def test_head_analyses_resume_after_an_interrupt(model, tmp_path, capsys, monkeypatch, analysis):
-    """Heads, profiles, apostrophe and massive values checkpoint too: Ctrl-C at batch 3, rerun,
-    same table as a fresh run."""
+    """Heads, profiles, apostrophe, massive values and sinks checkpoint too: Ctrl-C at batch 3,
+    rerun, same table as a fresh run."""
     from rope_lens import inputs
 
     analysis, *flags = analysis.split()
