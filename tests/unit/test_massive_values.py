@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from rope_lens.analyses import critical
 from rope_lens.analyses import massive_values as mv
 from rope_lens.analyses.ablation import LossMeter
 from rope_lens.errors import InputError
@@ -62,6 +63,9 @@ def test_planted_dims_are_found_and_match_numpy(planted):
     got = set(zip(hit.layer, hit.kind, hit["head"], hit.dim))
     assert got == {(0, "q", HEAD, d) for d in DIMS} | {(0, "k", HEAD // 2, d) for d in DIMS}
     assert set(hit.chunk) == {3} and not dims[(dims.kind == "v")].massive.any()
+    crit = critical.run(planted)  # the critical flag is the closed-form table's, chunk by chunk
+    want = dict(zip(crit.chunk, crit.critical))
+    assert (dims.critical == dims.chunk.map(want)).all()
 
     # Independent: Jin's M_d from the full captured tensors, in numpy.
     batch = one_batch(planted, TEXTS)
