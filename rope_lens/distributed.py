@@ -254,6 +254,17 @@ def _sum_extras(values: Sequence[Any]) -> Any:
     return first
 
 
+def _op(reducer: Any, key: str) -> Any:
+    """How a state tensor combines over ranks: ``reducer.merge_op(key)`` when the reducer says
+    ("sum" / "max" / "min"), else by name: a key whose last ``/`` part is ``max`` or ``min``
+    (a running maximum, e.g. massive values' max |x|) takes the max / min, anything else sums."""
+    import torch.distributed as dist
+
+    how = reducer.merge_op(key) if callable(getattr(reducer, "merge_op", None)) else None
+    how = how or {"max": "max", "min": "min"}.get(key.rsplit("/", 1)[-1], "sum")
+    return {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}[how]
+
+
 def merge(reducers: Sequence[Any]) -> None:
     """Sum the partial state of ``reducers`` over all ranks, in place on every rank.
 
@@ -261,6 +272,8 @@ def merge(reducers: Sequence[Any]) -> None:
     dtypes) are gathered first, since a rank that saw no batch may hold no tensor for a
     site; every tensor is then all-reduced (``SUM``) in its own dtype (sums are fp64), the
     counters are gathered and added exactly, and ``load_state`` puts the totals back.
+    Running maxima / minima combine with MAX / MIN (:func:`_op`). A missing tensor is zeros,
+    right for sums and for maxima of absolute values.
     """
     import torch.distributed as dist
 
@@ -294,7 +307,7 @@ def merge(reducers: Sequence[Any]) -> None:
                 t = tensors[key].detach().to(dev, copy=True).contiguous()
             else:
                 t = torch.zeros(shape, dtype=getattr(torch, dtype), device=dev)
-            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+            dist.all_reduce(t, op=_op(reducer, key))
             totals[key] = t
         extra = _sum_extras([per_rank_layouts[i][1] for per_rank_layouts in everyone])
         reducer.load_state(totals, extra if extra is not None else {})

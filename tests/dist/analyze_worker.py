@@ -25,6 +25,7 @@ RUNS = {
     "band-norm": ["--analysis", "band-norm"],
     "heads": ["--analysis", "heads"],
     "ablation": ["--analysis", "ablation", "--band", "0:2", "--ablation", "mean"],
+    "massive-values": ["--analysis", "massive-values"],  # a running max besides the sums
 }
 
 
