@@ -30,7 +30,16 @@ CHECKPOINT_EVERY_S = 60.0
 # Read from the analyses' registered specs (rope_lens.analyses.registry), never written here.
 HEAD_OPTION_USERS: dict[str, tuple[str, ...]] = option_users()
 # Options that never change the numbers of a table (left out of its identity).
-NOT_NUMERIC = {"model", "out", "force", "progress", "threads", "checkpoint_every", "device"}
+NOT_NUMERIC = {
+    "model",
+    "out",
+    "force",
+    "progress",
+    "threads",
+    "checkpoint_every",
+    "device",
+    "offload",
+}
 
 
 def parse_layers(text: str | None) -> list[int] | None:
@@ -101,6 +110,7 @@ class AnalysisRequest:
     dtype: str = "auto"
     backend: str | None = None
     trust_remote_code: bool = False
+    offload: bool = False  # spill weights to CPU RAM / disk (rope_lens.models.placement)
     prompts: str = "shakespeare"
     limit: int | None = None
     max_tokens: int | None = None

@@ -32,6 +32,12 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         help="allow model code from the hub (off by default; only for models you trust)",
     )
     p.add_argument(
+        "--offload",
+        action="store_true",
+        help="a model larger than the device: let accelerate spill weights to CPU RAM and then "
+        "disk (slow, same numbers); --device auto already spreads a model over all GPUs",
+    )
+    p.add_argument(
         "--backend",
         default=None,
         choices=["native", "tl"],

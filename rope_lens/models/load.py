@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from rope_lens.errors import InputError, ModelNotFoundError
-from rope_lens.models import hub, packaged
+from rope_lens.models import hub, packaged, placement
 from rope_lens.models.registry import REGISTRY, ModelEntry, suggest
 from rope_lens.models.rope_config import (
     INV_FREQ_KEY,
@@ -186,6 +186,8 @@ def load_model(
     hf_model: Any | None = None,
     backend: str = "native",
     tokenizer: Any | None = None,
+    offload: bool = False,
+    max_memory: dict[Any, Any] | None = None,
 ) -> LoadedModel:
     """Load ``name`` and make it ready for analysis.
 
@@ -201,6 +203,10 @@ def load_model(
             through transformers' attention interface) or ``tl`` (the TransformerLens bridge,
             eager attention with hook points).
         tokenizer: an already-loaded tokenizer (skips reading it from the folder).
+        offload: let accelerate spill weights that do not fit to CPU RAM and disk
+            (``rope_lens.models.placement``); without it a model too big fails in one line.
+        max_memory: accelerate's per-device budget (``{0: "20GiB", "cpu": "30GiB"}``), e.g. to
+            force a split.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -217,8 +223,11 @@ def load_model(
     torch_dtype = resolve_dtype(dtype, dev) if hf_model is None else _param_dtype(hf_model)
     if hf_model is None:
         config_kernel = "eager" if backend == "tl" else None
+        # Placement across devices (additive): rope_lens.models.placement
+        placement.check_fits(name, folder, torch_dtype, dev, offload or bool(max_memory))
+        place = placement.from_pretrained_kwargs(dev, offload, max_memory)
         hf_model = _from_pretrained(
-            AutoModelForCausalLM, folder, torch_dtype, dev, trust_remote_code, config_kernel
+            AutoModelForCausalLM, folder, torch_dtype, dev, trust_remote_code, config_kernel, place
         )
     hf_model.eval()
     if tokenizer is None:
@@ -236,7 +245,7 @@ def load_model(
     check_supported(hf_model.config)
     kernel = "eager" if backend == "tl" else native.base_kernel_for(hf_model.config, dev)
     native.install(hf_model, kernel)
-    input_device = hf_model.get_input_embeddings().weight.device
+    input_device = placement.input_device(hf_model)  # offloaded embeddings sit on meta
     text_cfg = _text_config(hf_model)
     probed = probe(hf_model, int(text_cfg.num_hidden_layers), _probe_token(hf_model), input_device)
     layout = rope_layout(hf_model.config, has_qk_norm, probed)
@@ -281,13 +290,13 @@ def _param_dtype(model: Any) -> torch.dtype:
     return next(model.parameters()).dtype
 
 
-def _from_pretrained(auto, folder, torch_dtype, dev, trust_remote_code, kernel) -> Any:
-    multi_gpu = dev == "cuda" and torch.cuda.device_count() > 1
+def _from_pretrained(auto, folder, torch_dtype, dev, trust_remote_code, kernel, place=None) -> Any:
+    place = place if place is not None else placement.from_pretrained_kwargs(dev)
     try:
         model = auto.from_pretrained(
             folder,
             dtype=torch_dtype,
-            device_map="auto" if multi_gpu else None,
+            **place,
             attn_implementation=kernel,
             trust_remote_code=trust_remote_code,
             use_safetensors=True,
@@ -296,7 +305,7 @@ def _from_pretrained(auto, folder, torch_dtype, dev, trust_remote_code, kernel) 
         raise ModelNotFoundError(
             f"cannot load weights from {folder}: {err}".split("\n")[0]
         ) from err
-    if not multi_gpu:
+    if place["device_map"] is None:
         model.to(dev)
     return model
 
