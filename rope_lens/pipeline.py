@@ -83,6 +83,8 @@ def load_for(req: AnalysisRequest):
     kw: dict[str, Any] = {}
     if req.backend is not None:
         kw["backend"] = req.backend
+    if getattr(req, "offload", False):  # rope_lens.models.placement
+        kw["offload"] = True
     try:
         return load_model(
             req.model,
