@@ -284,7 +284,7 @@ def capture(
 
     class _Keep:
         def __init__(self) -> None:
-            self.sites = list(sites)
+            self.sites: Sequence[Site] = list(sites)
 
         def update(self, site: Site, x: Tensor, batch: Batch) -> None:
             store[site] = x.clone().cpu()

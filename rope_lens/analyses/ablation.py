@@ -160,10 +160,12 @@ def edit_band(
     """Post-rotation vectors ``x`` with the band's dims replaced (see the module docstring)."""
     out = x.clone()
     if kind == "rotation-free":
+        assert pre is not None, "rotation-free needs the pre-rotation vectors"
         out[..., dims] = pre[..., dims].to(x.dtype) * spec.attention_scaling
     elif kind == "zero":
         out[..., dims] = 0
     elif kind == "mean":
+        assert mean is not None, "the mean ablation needs the baseline means"
         const = mean.to(x.device, torch.float64).expand(*x.shape[:2], *mean.shape)
         out[..., dims] = rotate(const, positions, spec)[..., dims].to(x.dtype)
     else:
@@ -313,12 +315,15 @@ def measure(
     meter = LossMeter()
     scores = head_scores.HeadScoreReducer(lm, score_layers)
     if lm.backend == "native":
-        plug = {"taps": list(hooks) + ([SiteTap(extra)] if extra else []) + [scores]}
+        taps = list(hooks) + ([SiteTap(extra)] if extra else []) + [scores]
+        run_batches(
+            lm, make_batches(), on_logits=meter, total=total, progress=progress, desc=desc, taps=taps
+        )
     else:
-        plug = {"hooks": list(hooks) + reducer_hooks(lm, extra) + scores.hooks()}
-    run_batches(
-        lm, make_batches(), on_logits=meter, total=total, progress=progress, desc=desc, **plug
-    )
+        tl_hooks = list(hooks) + reducer_hooks(lm, extra) + scores.hooks()
+        run_batches(
+            lm, make_batches(), tl_hooks, on_logits=meter, total=total, progress=progress, desc=desc
+        )
     return meter.loss, meter.n, scores.to_frame()
 
 

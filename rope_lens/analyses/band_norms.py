@@ -58,7 +58,7 @@ class BandNormReducer:
         stage: str = "rot",
     ) -> None:
         self.lm = lm
-        self.sites = [
+        self.sites: Sequence[Site] = [
             Site(layer, kind, "pre" if kind == "v" else stage) for layer in layers for kind in kinds
         ]
         self.sums: dict[Site, Tensor] = {}

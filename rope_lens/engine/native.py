@@ -309,12 +309,10 @@ def base_kernel_for(config: Any, device: str) -> str:
     on a GPU with flash-attn installed)."""
     cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
     if getattr(cfg, "attn_logit_softcapping", None):
-        try:
-            import flash_attn  # noqa: F401
+        import importlib.util
 
-            return "flash_attention_2" if device.startswith("cuda") else "eager"
-        except ImportError:
-            return "eager"
+        has_flash = importlib.util.find_spec("flash_attn") is not None
+        return "flash_attention_2" if has_flash and device.startswith("cuda") else "eager"
     return "sdpa"
 
 
@@ -378,6 +376,7 @@ def run(
             finally:
                 _CURRENT.pop()
             if on_logits is not None:
+                assert out is not None  # no stop when the logits are wanted
                 on_logits(out.logits, batch)
             if after_batch is not None:
                 after_batch(index + 1)

@@ -18,6 +18,7 @@ attention module get ``None`` per layer and the caller falls back to the config.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,10 +57,10 @@ class Probe:
 
 
 class _ShapeTap:
-    needs_stats = False
+    needs_stats: bool = False
 
     def __init__(self, layers) -> None:
-        self.layers = list(layers)
+        self.layers: Sequence[int] = list(layers)
         self.calls: dict[int, tuple[Tensor, Tensor]] = {}
 
     def edit(self, call) -> None:

@@ -229,9 +229,11 @@ def load_model(
         hf_model = _from_pretrained(
             AutoModelForCausalLM, folder, torch_dtype, dev, trust_remote_code, config_kernel, place
         )
+    assert hf_model is not None
     hf_model.eval()
     if tokenizer is None:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    assert tokenizer is not None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"  # right padding keeps real tokens at positions 0..n-1

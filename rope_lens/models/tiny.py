@@ -94,7 +94,6 @@ MLA_FAMILY = (
 )
 
 
-
 def char_tokenizer():
     """A PreTrainedTokenizerFast mapping each printable ASCII character to one token."""
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -122,7 +121,7 @@ def tiny_config(arch: str, **overrides: Any):
         Qwen3Config,
     )
 
-    common = dict(
+    common: dict[str, Any] = dict(
         vocab_size=len(_VOCAB),
         hidden_size=64,
         intermediate_size=128,
@@ -206,9 +205,10 @@ def family_config(family: str):
         eos_token_id=2,
         pad_token_id=3,
     )
-    kwargs = {k: v for k, v in {**common, **extra}.items() if v is not None}
+    kwargs: dict[str, Any] = {k: v for k, v in {**common, **extra}.items() if v is not None}
     cfg = getattr(transformers, cls_name)(**kwargs)
-    cfg.architectures = [AutoModelForCausalLM._model_mapping[type(cfg)].__name__]
+    model_cls: Any = AutoModelForCausalLM._model_mapping[type(cfg)]
+    cfg.architectures = [model_cls.__name__]
     return cfg
 
 
@@ -231,7 +231,9 @@ def _save(config: Any, folder: str | Path, seed: int) -> Path:
     # Random init leaves q/k small; scale them so attention is not uniform and RoPE matters.
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith(("q_proj.weight", "k_proj.weight", "query_key_value.weight", "qkv_proj.weight")):
+            if name.endswith(
+                ("q_proj.weight", "k_proj.weight", "query_key_value.weight", "qkv_proj.weight")
+            ):
                 p.mul_(8.0)
     model.save_pretrained(folder)
     char_tokenizer().save_pretrained(folder)
