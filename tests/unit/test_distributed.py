@@ -8,9 +8,6 @@ a band-norm run interrupted at a different batch on each rank and then resumed p
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +16,7 @@ import pytest
 
 from rope_lens import cli, distributed, io
 from tests.dist import analyze_worker as worker
+from tests.dist import torchrun
 
 ROOT = Path(__file__).resolve().parents[2]
 # 9 texts in batches of 2: 5 batches, 3 on rank 0 and 2 on rank 1 (an uneven split).
@@ -70,13 +68,7 @@ def test_two_processes_equal_one(tmp_path, tiny_dirs):
     prompts.write_text("\n".join(TEXTS) + "\n")
     model = str(tiny_dirs["llama"])
     out2 = tmp_path / "two"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--standalone", str(ROOT / "tests/dist/analyze_worker.py"),
-         model, str(prompts), str(out2)],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=220,
-    )  # fmt: skip
+    proc = torchrun("tests/dist/analyze_worker.py", model, str(prompts), str(out2), timeout=220)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # Each rank kept its own shard's checkpoint at the interrupt and removed it once resumed.
     for r in (0, 1):

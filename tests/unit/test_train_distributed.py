@@ -5,13 +5,12 @@ DDP resumes to the same curve."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
+from tests.dist import torchrun
 from tests.dist import train_worker as worker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,12 +22,7 @@ def _losses(run_dir: Path) -> dict[int, float]:
 
 
 def _torchrun(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(ROOT / "tests/dist/train_worker.py"), *args],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
-    )  # fmt: skip
+    proc = torchrun("tests/dist/train_worker.py", *args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -74,12 +68,7 @@ def test_fsdp_step_on_two_cpu_processes_and_its_checkpoint_analyzes(tmp_path, ti
 
     torch.set_num_threads(1)
     run, data_root = tmp_path / "fsdp", tmp_path / "cache"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(ROOT / "tests/dist/fsdp_worker.py"), str(run), str(data_root)],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
-    )  # fmt: skip
+    proc = torchrun("tests/dist/fsdp_worker.py", str(run), str(data_root))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = [x for x in proc.stdout.splitlines() if x.startswith("rank ")]
     assert len(lines) == 2 and all(" of 2: sharded " in x for x in lines), proc.stdout
