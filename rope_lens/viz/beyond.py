@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from rope_lens.viz.style import styled
+from rope_lens.viz.style import panel, styled
 
 
 def critical_figure(df: pd.DataFrame) -> go.Figure:
@@ -72,7 +72,7 @@ def massive_figure(df: pd.DataFrame, criterion: str = "massive") -> go.Figure:
             col=1,
         )
     lam = float(df["lambda"].iloc[0])
-    fig.add_hline(y=lam, line_dash="dash", row=2, col=1, annotation_text=f"lambda = {lam:g}")
+    fig.add_hline(y=lam, line_dash="dash", annotation_text=f"lambda = {lam:g}", **panel(2, 1))
     fig.update_yaxes(type="log", row=2, col=1)
     fig.update_xaxes(title="chunk (0 = highest frequency)", row=2, col=1)
     return styled(fig, f"Massive q/k values by frequency chunk ({df.model.iloc[0]})")
@@ -164,7 +164,7 @@ def passkey_figure(df: pd.DataFrame) -> go.Figure:
         )
     ctx = int(df.context.iloc[0])
     for col in range(1, cols + 1):
-        fig.add_vline(x=ctx, line_dash="dash", row=1, col=col)
+        fig.add_vline(x=ctx, line_dash="dash", **panel(1, col))
     fig.update_xaxes(title="tokens", type="log", row=1, col=1)
     fig.update_yaxes(range=[0, 1.05], row=1, col=1)
     if cols == 2:
