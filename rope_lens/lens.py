@@ -106,43 +106,33 @@ class Lens:
     ) -> None:
         if isinstance(model, LoadedModel):
             self.lm = model
-        elif isinstance(model, str | Path):
-            self.lm = load_model(
-                str(model),
-                device=device,
-                dtype=dtype,
-                revision=revision,
-                trust_remote_code=trust_remote_code,
-                backend=backend,
-                tokenizer=tokenizer,
-            )
-        elif _is_bridge(model):
+            return
+        if _is_bridge(model):
             self.lm = _from_bridge(model, tokenizer, name)
+            return
+        hf_model = None
+        if isinstance(model, str | Path):
+            label = str(model)
         elif hasattr(model, "config") and hasattr(model, "get_input_embeddings"):
+            hf_model = model  # a transformers model in memory: used in place
             label = name or getattr(model.config, "name_or_path", "") or "custom"
             if tokenizer is None:
                 tokenizer = _tokenizer_for(model, trust_remote_code)
-            self.lm = load_model(
-                str(label),
-                device=device,
-                hf_model=model,
-                tokenizer=tokenizer,
-                backend=backend,
-                trust_remote_code=trust_remote_code,
-            )
         else:
             raise InputError(
                 f"Lens cannot use a {type(model).__name__}: give a model name or folder, a "
                 "transformers causal LM (with its tokenizer), a TransformerBridge or a LoadedModel"
             )
-
-    @property
-    def bridge(self):
-        """The TransformerLens bridge, for hook-point work in a notebook
-        (``lens.bridge.run_with_cache(...)``). On the default native backend this boots a
-        second copy of the model once (the bridge rewrites attention in place); on ``tl`` it is
-        the model the analyses run on."""
-        return self.lm.get_bridge()
+        self.lm = load_model(
+            str(label),
+            device=device,
+            dtype=dtype,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            hf_model=hf_model,
+            backend=backend,
+            tokenizer=tokenizer,
+        )
 
     def __repr__(self) -> str:
         lm = self.lm
