@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rope_lens.analyses.registry import SPECS
 from rope_lens.errors import OutputError
 from rope_lens.request import AnalysisRequest, default_results_dir, parse_layers, slug
 
@@ -29,15 +30,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["run_analysis", "run_request", "slug", "default_results_dir", "parse_layers"]
 
-# Columns that hold measurements and may never be NaN (infinities are refused in any column).
-MEASURED = {
-    "band-norm": ("mean_norm",),
-    "heads": ("diag_score", "prev_score", "sink_score", "entropy"),
-    "profiles": ("mean_norm", "diag_score", "prev_score"),
-    "apostrophe": ("apostrophe_score",),
-    "per-token": ("upper_bound", "diag_logit"),
-    "ablation": ("loss", "base_loss", "delta_loss"),
-}
+# Columns that hold measurements and may never be NaN (infinities are refused in any column
+# but a wavelength): declared once, in each analysis' registered spec.
+MEASURED = {name: s.measured for name, s in SPECS.items() if s.measured}
 
 
 def default_threads() -> int:

@@ -46,6 +46,8 @@ class AnalysisSpec:
         help: one line for ``--help`` and the docs.
         options: the options it reads beyond the common ones (model, prompts, layers, ...).
         forward: False when it reads no text (a closed form of the layout).
+        measured: columns that hold measurements and may never be NaN (a table with one is
+            refused before it is saved, and never reused).
     """
 
     name: str
@@ -53,6 +55,7 @@ class AnalysisSpec:
     help: str
     options: tuple[Option, ...] = field(default=())
     forward: bool = True
+    measured: tuple[str, ...] = ()
 
     @property
     def table(self) -> str:
@@ -78,22 +81,26 @@ SPECS: dict[str, AnalysisSpec] = {
             "band-norm",
             "rope_lens.analyses.band_norms",
             "mean 2-norm of every frequency chunk of q, k, v per layer and head (Figs 3, 4, 13)",
+            measured=("mean_norm",),
         ),
         AnalysisSpec(
             "heads",
             "rope_lens.analyses.heads",
             "diagonal / previous-token / sink scores and classes of every head (Figs 5, 14-16)",
+            measured=("diag_score", "prev_score", "sink_score", "entropy"),
         ),
         AnalysisSpec(
             "profiles",
             "rope_lens.analyses.profiles",
             "per-head frequency spectra joined with head classes",
+            measured=("mean_norm", "diag_score", "prev_score"),
         ),
         AnalysisSpec(
             "per-token",
             "rope_lens.analyses.per_token",
             "per-token q/k norms and Cauchy-Schwarz bounds of one prompt",
             (HEAD, PROMPT_INDEX),
+            measured=("upper_bound", "diag_logit"),
         ),
         AnalysisSpec(
             "decompose",
@@ -110,6 +117,7 @@ SPECS: dict[str, AnalysisSpec] = {
             "apostrophe",
             "rope_lens.analyses.apostrophe",
             "search for the paper's apostrophe head (Fig 7)",
+            measured=("apostrophe_score",),
         ),
         AnalysisSpec(
             "ablation",
@@ -147,6 +155,7 @@ SPECS: dict[str, AnalysisSpec] = {
                     flag=True,
                 ),
             ),
+            measured=("loss", "base_loss", "delta_loss"),
         ),
         AnalysisSpec(
             "critical",
@@ -154,6 +163,7 @@ SPECS: dict[str, AnalysisSpec] = {
             "chunks whose wavelength exceeds the trained context (Thm 6.1; Jonasson 2025)",
             (CONTEXT,),
             forward=False,
+            measured=("turns_over_context",),
         ),
         AnalysisSpec(
             "massive-values",
@@ -185,6 +195,7 @@ SPECS: dict[str, AnalysisSpec] = {
                 Option("sink_prompts", int, None, "prompts for the chunk decomposition (4)"),
                 Option("sink_len", int, None, "tokens per decomposition prompt (64)"),
             ),
+            measured=("sink_mass",),
         ),
         AnalysisSpec(
             "passkey",

@@ -67,3 +67,21 @@ def test_a_saved_tables_kind_is_read_from_its_sidecar():
     df = pd.DataFrame({"mean_norm": [1.0], "chunk": [0], "head_class": ["sink"]})
     assert kind_of(df) == "profiles"  # column signature
     assert kind_of(df, {"analysis": "sinks"}) == "sinks"  # the sidecar decides
+
+
+def test_unrotated_chunks_infinite_wavelength_is_saved(tmp_path):
+    """GPT-NeoX rotates 4 of 16 dims: its other chunks have wavelength +inf, a value. The
+    band-norm table saves (a NaN or -inf in a measured column would still be refused)."""
+    import math
+
+    from rope_lens.io import bad_values, load_table
+    from rope_lens.models.tiny import family_model_dir
+    from rope_lens.pipeline import run_request
+
+    folder = family_model_dir("gpt_neox", tmp_path / "neox")
+    req = AnalysisRequest(model=str(folder), out=str(tmp_path / "out"), progress=False)
+    assert run_request(req) == 0
+    df, _ = load_table(tmp_path / "out" / "band_norm.parquet")
+    assert (df.wavelength == math.inf).any() and df.mean_norm.notna().all()
+    broken = df.assign(mean_norm=df.mean_norm.where(df.chunk != 3, float("nan")))
+    assert bad_values(broken, ("mean_norm",)) == {"mean_norm": int((df.chunk == 3).sum())}
