@@ -173,4 +173,6 @@ def sections_from_folder(folder: str | Path) -> tuple[list[Section], dict]:
             tables[kind], metas[kind] = df, meta
     first = next(iter(metas.values()), {})
     model = str(first.get("model", Path(folder).name))
-    return build_sections(tables, metas, model), first
+    from rope_lens.viz import beyond  # critical, massive values, sinks, passkey
+
+    return build_sections(tables, metas, model) + beyond.sections_for_folder(folder), first

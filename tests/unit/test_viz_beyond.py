@@ -81,3 +81,17 @@ def test_report_sections_from_a_folder(tiny_lm, tmp_path):
     assert [s.title for s in secs] == ["Critical frequencies"]
     assert secs[0].preformatted == critical.summarize(critical.run(lm))
     assert len(secs[0].figures) == 1
+
+
+def test_the_report_includes_the_beyond_sections(tiny_lm, tmp_path):
+    """`rope-lens report` reads a folder through sections_from_folder: a saved critical table
+    becomes its section there too (not only through beyond.sections_for_folder)."""
+    from rope_lens import io
+    from rope_lens.viz.sections import sections_from_folder
+
+    lm = tiny_lm("gemma3")
+    io.save_table(
+        critical.run(lm), tmp_path / "critical.parquet", {"model": lm.name, "analysis": "critical"}
+    )
+    secs, _ = sections_from_folder(tmp_path)
+    assert "Critical frequencies" in [s.title for s in secs]
