@@ -49,6 +49,7 @@ from torch import Tensor
 from rope_lens.analyses import critical, passkey
 from rope_lens.analyses.ablation import LossMeter
 from rope_lens.analyses.band_norms import band_of
+from rope_lens.analyses.registry import read_option
 from rope_lens.errors import InputError
 from rope_lens.extract import Site, hook_name, run_batches, stream
 from rope_lens.inputs import Batch
@@ -419,11 +420,7 @@ def analyze(
     ``seed`` (0)."""
 
     def opt(name, default, cast):
-        value = options.get(name)
-        try:
-            return default if value is None else cast(value)
-        except (TypeError, ValueError) as err:
-            raise InputError(f"--{name.replace('_', '-')} got {value!r}") from err
+        return read_option(options, name, default, cast)
 
     probe_n = opt("probe_n", 8, int)
     probe_len = opt("probe_len", 256, int)

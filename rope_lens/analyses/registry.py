@@ -234,6 +234,18 @@ def spec(name: str) -> AnalysisSpec:
     return SPECS[name]
 
 
+def read_option(options: dict[str, Any], name: str, default: Any, cast: Callable[[Any], Any]):
+    """``options[name]`` cast with ``cast`` (``default`` when absent or None); a value that
+    does not cast is one line naming the flag."""
+    from rope_lens.errors import InputError
+
+    value = options.get(name)
+    try:
+        return default if value is None else cast(value)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"--{name.replace('_', '-')} got {value!r}") from err
+
+
 def all_options() -> dict[str, Option]:
     """Every analysis option by name (shared options appear once)."""
     out: dict[str, Option] = {}

@@ -32,6 +32,7 @@ import torch
 from rope_lens.analyses import critical
 from rope_lens.analyses import heads as head_scores
 from rope_lens.analyses.band_norms import band_of
+from rope_lens.analyses.registry import read_option
 from rope_lens.attention import model_scaling
 from rope_lens.errors import InputError
 from rope_lens.extract import Site, capture
@@ -234,11 +235,7 @@ def analyze(
     ``sink_len`` (64 tokens per prompt for the chunk decomposition)."""
 
     def opt(name, default, cast):
-        value = options.get(name)
-        try:
-            return default if value is None else cast(value)
-        except (TypeError, ValueError) as err:
-            raise InputError(f"--{name.replace('_', '-')} got {value!r}") from err
+        return read_option(options, name, default, cast)
 
     return run(
         lm,
