@@ -230,6 +230,7 @@ def diagonal_near_bound(cs: pd.DataFrame, ph: pd.DataFrame) -> Verdict:
     rows = pd.DataFrame() if head is None else _head_rows(cs, head)
     if rows.empty:
         return Verdict(claim, "unclear", "no diagonal head (or no table for it)")
+    assert head is not None  # rows is empty whenever head is None
     ratio = float((rows.diag_logit / rows.upper_bound).median())
     verdict = "confirmed" if ratio >= 0.5 else "contradicted" if ratio < 0.25 else "unclear"
     return Verdict(
@@ -247,6 +248,7 @@ def previous_dominates(cs: pd.DataFrame, ph: pd.DataFrame) -> Verdict:
     rows = pd.DataFrame() if head is None else _head_rows(cs, head)
     if rows.empty:
         return Verdict(claim, "unclear", "no previous-token head (or no table for it)")
+    assert head is not None  # rows is empty whenever head is None
     frac = float((rows.prev_logit > rows.diag_logit).mean())
     verdict = "confirmed" if frac > 0.75 else "contradicted" if frac < 0.5 else "unclear"
     return Verdict(

@@ -32,6 +32,7 @@ import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import torch
@@ -148,7 +149,7 @@ def accuracy(
 ) -> float:
     """Fraction of ``prompts`` solved under ``edits`` (native taps or TransformerLens hooks,
     as ``ablation_hooks`` returns them; teacher-forced greedy match)."""
-    plug = (
+    plug: dict[str, Any] = (
         {"taps": list(edits)}
         if getattr(lm, "backend", "tl") == "native"
         else {"hooks": list(edits)}
@@ -206,7 +207,7 @@ def scaled_parameters(params: dict, variant: str, factor: float, context: int) -
     raise InputError(f"unknown RoPE scaling {variant!r}; choose from {', '.join(SCALINGS)}")
 
 
-def _rotary_modules(model) -> list[tuple[object, str, object]]:
+def _rotary_modules(model) -> list[tuple[Any, str, Any]]:
     return [
         (parent, child_name, child)
         for parent in model.modules()
@@ -306,7 +307,7 @@ def loss_by_position(
     lm: LoadedModel, seqs: Sequence[Sequence[int]], edits: Sequence, bucket: int
 ) -> list[tuple[int, int, float, int]]:
     """(lo, hi, mean nll, n targets) per position bucket [lo, hi) of the predicted token."""
-    plug = (
+    plug: dict[str, Any] = (
         {"taps": list(edits)}
         if getattr(lm, "backend", "tl") == "native"
         else {"hooks": list(edits)}
