@@ -26,7 +26,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,6 +172,23 @@ def tokenize(
     if not out:
         raise InputError("no text produced any tokens: check the prompts")
     return out
+
+
+def batch_factory(
+    sequences: Sequence[Sequence[int]],
+    batch_size: int,
+    pad_id: int,
+    has_bos: bool,
+    count_bos: bool = False,
+    max_tokens: int | None = None,
+) -> Callable[[], Iterator[Batch]]:
+    """A factory of fresh :func:`batches` iterators over ``sequences``: the one batching
+    function the CLI pipeline and ``Lens`` share (analyses with two passes call it twice)."""
+
+    def make() -> Iterator[Batch]:
+        return batches(sequences, batch_size, pad_id, has_bos, count_bos, max_tokens)
+
+    return make
 
 
 def batches(

@@ -168,11 +168,7 @@ class Lens:
         )
         has_bos = bos and lm.bos_token_id is not None
         pad = lm.tokenizer.pad_token_id
-
-        def make() -> Iterator[Batch]:
-            return inputs.batches(seqs, batch_size, pad, has_bos, count_bos, max_tokens)
-
-        return make
+        return inputs.batch_factory(seqs, batch_size, pad, has_bos, count_bos, max_tokens)
 
     def run(
         self,

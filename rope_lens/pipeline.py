@@ -166,15 +166,9 @@ def _run_locked(req: AnalysisRequest, out_dir: Path, lm) -> int:
         count_bos=req.count_bos,
     )
 
-    def make_batches():
-        return inputs.batches(
-            seqs,
-            req.batch_size,
-            lm.tokenizer.pad_token_id,
-            has_bos,
-            count_bos=req.count_bos,
-            max_tokens=req.max_tokens,
-        )
+    make_batches = inputs.batch_factory(
+        seqs, req.batch_size, lm.tokenizer.pad_token_id, has_bos, req.count_bos, req.max_tokens
+    )
 
     name = req.analysis
     module = importlib.import_module(ANALYSES[name])

@@ -60,3 +60,18 @@ def test_batches_are_right_padded(tiny_lm):
         [False, True, True, True, True],
         [False, True, True, False, False],
     ]
+
+
+def test_lens_and_the_pipeline_batch_the_same_way(tiny_lm):
+    """One batching function: Lens.batches and the CLI pipeline both hand analyses
+    inputs.batch_factory, so the same prompts and options give the same batches."""
+    from rope_lens import Lens, inputs
+
+    lm = tiny_lm("llama")
+    texts = ["one two three", "four five six seven", "eight"]
+    lens_batches = list(Lens(lm).batches(texts, max_len=16, batch_size=2, max_tokens=12)())
+    seqs = inputs.tokenize(lm.tokenizer, texts, lm.bos_token_id, 16, max_tokens=12)
+    ours = list(inputs.batch_factory(seqs, 2, lm.tokenizer.pad_token_id, True, False, 12)())
+    assert len(lens_batches) == len(ours)
+    for a, b in zip(lens_batches, ours):
+        assert a.input_ids.equal(b.input_ids) and a.count_mask.equal(b.count_mask)
