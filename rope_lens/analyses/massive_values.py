@@ -38,7 +38,7 @@ One table: ``record == "dim"`` rows (detection) and ``record == "disruption"`` r
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, SupportsInt, cast
 
 import numpy as np
 import pandas as pd
@@ -98,7 +98,9 @@ class MassiveReducer:
 
     def __init__(self, lm: LoadedModel, layers: Sequence[int], lam: float = LAMBDA) -> None:
         self.lm, self.lam = lm, lam
-        self.sites = [Site(layer, kind, "pre") for layer in layers for kind in ("q", "k", "v")]
+        self.sites: Sequence[Site] = [
+            Site(layer, kind, "pre") for layer in layers for kind in ("q", "k", "v")
+        ]
         self.acc: dict[Site, dict[str, Tensor]] = {}
         self.n = 0
 
@@ -501,8 +503,9 @@ def summarize(df: pd.DataFrame) -> str:
     if len(dis):
         for r in dis.itertuples():
             lines.append(
-                f"  {r.condition:<8} {int(r.n_dims_edited):>5} dims: loss {r.loss:.4f} "
-                f"({r.delta_loss:+.4f}), passkey@{int(r.probe_len)} {r.probe_accuracy:.0%} "
-                f"of {int(r.n_probe)}"
+                f"  {r.condition:<8} {int(cast(SupportsInt, r.n_dims_edited)):>5} dims: "
+                f"loss {r.loss:.4f} ({r.delta_loss:+.4f}), "
+                f"passkey@{int(cast(SupportsInt, r.probe_len))} {r.probe_accuracy:.0%} "
+                f"of {int(cast(SupportsInt, r.n_probe))}"
             )
     return "\n".join(lines)

@@ -24,6 +24,7 @@ One row per (layer, head, chunk); head-level columns (``sink_mass``, ``is_sink``
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -294,6 +295,6 @@ def summarize(df: pd.DataFrame) -> str:
     per_layer = heads.groupby("layer").is_sink.mean()
     lines.append(
         "  sink share by layer: "
-        + " ".join(f"L{int(layer)}:{v:.0%}" for layer, v in per_layer.items())
+        + " ".join(f"L{int(cast(int, layer))}:{v:.0%}" for layer, v in per_layer.items())
     )
     return "\n".join(lines)
