@@ -68,11 +68,11 @@ def capture_attention(
 ) -> dict[int, Float[Tensor, "batch head pos key_pos"]]:
     """Full fp32 patterns (``what="pattern"``) or pre-softmax scores (``"scores"``) of one small
     batch, per layer (per-prompt views and tests only: T x T per head)."""
-    return capture_attention_kinds(lm, batch, layers, (what,))[what]
+    return capture_attention_views(lm, batch, layers, (what,))[what]
 
 
-def capture_attention_kinds(
-    lm: LoadedModel, batch: Batch, layers: Sequence[int], kinds: Sequence[str]
+def capture_attention_views(
+    lm: LoadedModel, batch: Batch, layers: Sequence[int], views: Sequence[str]
 ) -> dict[str, dict[int, Float[Tensor, "batch head pos key_pos"]]]:
     """Several of ``"pattern"`` / ``"scores"`` from the same single forward pass (masked
     pairs: -inf scores, zero weight on the native backend; a large negative score on ``tl``)."""
@@ -80,22 +80,22 @@ def capture_attention_kinds(
         tap = _ScoreTap(layers)
         run_batches(lm, [batch], taps=[tap], last_layer=max(layers), progress=False)
         return {
-            kind: {
-                layer: (s if kind == "scores" else torch.softmax(s, dim=-1))
+            view: {
+                layer: (s if view == "scores" else torch.softmax(s, dim=-1))
                 for layer, s in tap.scores.items()
             }
-            for kind in kinds
+            for view in views
         }
     name_of = {"pattern": pattern_hook, "scores": scores_hook}
-    store: dict[str, dict[int, Tensor]] = {kind: {} for kind in kinds}
+    store: dict[str, dict[int, Tensor]] = {view: {} for view in views}
 
-    def keep(kind: str, layer: int) -> HookFn:
+    def keep(view: str, layer: int) -> HookFn:
         def fn(x: Tensor, batch: Batch) -> None:
-            store[kind][layer] = x.detach().float().cpu().clone()
+            store[view][layer] = x.detach().float().cpu().clone()
 
         return fn
 
-    hooks = [(name_of[kind](layer), keep(kind, layer)) for kind in kinds for layer in layers]
+    hooks = [(name_of[view](layer), keep(view, layer)) for view in views for layer in layers]
     run_batches(lm, [batch], hooks, last_layer=max(layers), progress=False)
     return store
 

@@ -27,7 +27,7 @@ import torch
 
 from rope_lens.analyses.head_options import heads_or_all, parse_positions, select_prompt
 from rope_lens.analyses.per_token import token_strings
-from rope_lens.attention import capture_attention_kinds, model_scaling, softcap
+from rope_lens.attention import capture_attention_views, model_scaling, softcap
 from rope_lens.errors import InputError
 from rope_lens.extract import Site, capture
 from rope_lens.inputs import Batch
@@ -70,7 +70,7 @@ def decompose(
         )
     acts = capture(lm, batch, [Site(layer, kind, "pre") for layer in layers for kind in "qk"])
     # Scores and the model's own attention weights (for Fig 5 / circuitsvis) in one pass.
-    attn = capture_attention_kinds(lm, batch, layers, ("scores", "pattern"))
+    attn = capture_attention_views(lm, batch, layers, ("scores", "pattern"))
     scores, patterns = attn["scores"], attn["pattern"]
     tokens = token_strings(lm, batch.input_ids[0].tolist())
     group = lm.n_heads // lm.n_kv_heads

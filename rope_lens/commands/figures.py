@@ -76,16 +76,16 @@ def model_folders(paths: list[str]) -> list[Path]:
 
 
 def load_inputs(folder: Path) -> tuple[dict, str]:
-    """Every table of one model folder keyed by its kind (see ``viz.paper.kind_of``), plus
+    """Every table of one model folder keyed by its kind (see ``viz.paper.table_name_of``), plus
     ``domains`` (name -> band-norm table from ``domain-*/``), and the model's name."""
     from rope_lens.io import load_table
-    from rope_lens.viz.paper import kind_of
+    from rope_lens.viz.paper import table_name_of
 
     tables: dict = {}
     name = folder.name
     for path in sorted(folder.glob("*.parquet")):
         df, meta = load_table(path)
-        kind = kind_of(df, meta)
+        kind = table_name_of(df, meta)
         if kind is None:
             log.warning("%s: unrecognised table, skipped", path)
             continue

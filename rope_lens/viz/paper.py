@@ -1,7 +1,7 @@
 """The paper's figures as recipes: which saved tables each needs and how to draw it.
 
 ``rope-lens figures`` (``rope_lens/commands/figures.py``) loads a results folder's tables,
-recognises each by its columns (:func:`kind_of`), and saves every recipe whose tables are
+recognises each by its columns (:func:`table_name_of`), and saves every recipe whose tables are
 present. ``figures/README.md`` lists the recipes against the paper. Our models stand in for the
 paper's: Gemma 3 270M for Gemma 7B (same head_dim 256) and SmolLM2-135M for Llama 3.1 8B
 (Llama architecture with GQA); every recipe is drawn for every model that has the tables.
@@ -35,7 +35,7 @@ KIND_COLUMNS = {  # first match wins: more specific signatures first
 }
 
 
-def kind_of(df: pd.DataFrame, meta: Mapping[str, Any] | None = None) -> str | None:
+def table_name_of(df: pd.DataFrame, meta: Mapping[str, Any] | None = None) -> str | None:
     """Which analysis a table came from: its sidecar's ``analysis`` (the registered spec's
     table name), never a guess when the sidecar says; frames without one (built in memory)
     by their columns (None if unknown)."""

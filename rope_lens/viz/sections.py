@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rope_lens.viz.paper import RECIPES, ROLES, Tables, kind_of, pick_head
+from rope_lens.viz.paper import RECIPES, ROLES, Tables, pick_head, table_name_of
 from rope_lens.viz.report import Attention, Section
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def sections_from_folder(folder: str | Path) -> tuple[list[Section], dict]:
     tables, metas = {}, {}
     for path in sorted(Path(folder).glob("*.parquet")):
         df, meta = load_table(path)
-        kind = kind_of(df, meta)
+        kind = table_name_of(df, meta)
         if kind is not None:
             tables[kind], metas[kind] = df, meta
     first = next(iter(metas.values()), {})

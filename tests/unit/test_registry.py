@@ -62,11 +62,11 @@ def test_a_saved_tables_kind_is_read_from_its_sidecar():
     says; only frames without a sidecar fall back to their columns."""
     import pandas as pd
 
-    from rope_lens.viz.paper import kind_of
+    from rope_lens.viz.paper import table_name_of
 
     df = pd.DataFrame({"mean_norm": [1.0], "chunk": [0], "head_class": ["sink"]})
-    assert kind_of(df) == "profiles"  # column signature
-    assert kind_of(df, {"analysis": "sinks"}) == "sinks"  # the sidecar decides
+    assert table_name_of(df) == "profiles"  # column signature
+    assert table_name_of(df, {"analysis": "sinks"}) == "sinks"  # the sidecar decides
 
 
 def test_unrotated_chunks_infinite_wavelength_is_saved(tmp_path):

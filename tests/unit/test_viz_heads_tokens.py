@@ -116,13 +116,13 @@ def test_training_figures():
     assert len(training.loss_curves(metrics).data) == 2
 
 
-def test_kind_of_recognises_every_table():
-    assert paper.kind_of(band_norm_frame()) == "band_norm"
-    assert paper.kind_of(heads_frame()) == "heads"
-    assert paper.kind_of(per_token_frame(TOKENS[:2])) == "per_token"
-    assert paper.kind_of(decompose_frame(TOKENS[:2])) == "decompose"
-    assert paper.kind_of(ablation_frame()) == "ablation"
-    assert paper.kind_of(pd.DataFrame({"x": [1]})) is None
+def test_table_name_of_recognises_every_table():
+    assert paper.table_name_of(band_norm_frame()) == "band_norm"
+    assert paper.table_name_of(heads_frame()) == "heads"
+    assert paper.table_name_of(per_token_frame(TOKENS[:2])) == "per_token"
+    assert paper.table_name_of(decompose_frame(TOKENS[:2])) == "decompose"
+    assert paper.table_name_of(ablation_frame()) == "ablation"
+    assert paper.table_name_of(pd.DataFrame({"x": [1]})) is None
 
 
 def test_pick_head_uses_scores_not_indices():
