@@ -37,6 +37,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 from rope_lens.errors import CheckpointError, ModelNotFoundError
 from rope_lens.models.registry import ModelEntry
@@ -86,6 +87,7 @@ def _install_hint(entry: ModelEntry) -> str:
 def _package_dir(module: str) -> Path:
     """A package's folder, found without importing it (some have heavy ``__init__``s)."""
     spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.submodule_search_locations is not None, module
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -183,6 +185,8 @@ def gguf_path(entry: ModelEntry) -> Path:
         )
     if entry.parts:
         return assemble_parts(entry)
+    # Registry invariant: a packaged entry without parts names its package and file.
+    assert entry.package is not None and entry.gguf_file is not None, entry.name
     if entry.name == "gemma3-270m":
         # The package only concatenates and sha-checks its parts; it imports nothing heavy.
         module = importlib.import_module(entry.package)
@@ -203,6 +207,7 @@ def assemble_parts(entry: ModelEntry) -> Path:
         CheckpointError: the concatenation has the wrong size or hash (corrupt or mismatched
             parts); nothing is left behind.
     """
+    assert entry.gguf_file is not None, entry.name  # registry: split entries name the whole file
     target = cache_root() / "gguf" / entry.gguf_file
     if target.exists():
         if target.stat().st_size == entry.gguf_bytes and sha256_file(target) == entry.gguf_sha256:
@@ -256,7 +261,7 @@ def _one_gguf_parse() -> Iterator[None]:
     original = gguf.GGUFReader
     readers: dict[tuple[str, str], object] = {}
 
-    def cached(path, mode="r"):
+    def cached(path, mode: Literal["r", "r+", "c"] = "r"):
         key = (str(Path(path).resolve()), mode)
         if key not in readers:
             readers[key] = original(path, mode)
@@ -400,8 +405,10 @@ def _convert(entry: ModelEntry, target: Path) -> Path:
     # weights are already dequantized, and the TransformerLens bridge picks its adapter from
     # `architectures`.
     if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.hf_quantizer = None
+        delattr(model.config, "quantization_config")
+    # setattr: torch types Module.__setattr__'s value as Tensor | Module, but a plain attribute
+    # such as hf_quantizer takes any value (including None) at runtime.
+    setattr(model, "hf_quantizer", None)  # noqa: B010
     model.config.architectures = [entry.architecture]
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{entry.name}{TMP_INFIX}"))
