@@ -54,7 +54,11 @@ def rng_state() -> dict[str, Any]:
     try:
         import numpy as np
 
-        name, np_keys, pos, has_gauss, cached = np.random.get_state()
+        # legacy=True is numpy's default; passing it picks the stub overload that admits the
+        # tuple. The global RandomState is MT19937, so the legacy form is always the tuple.
+        np_state = np.random.get_state(legacy=True)
+        assert isinstance(np_state, tuple)
+        name, np_keys, pos, has_gauss, cached = np_state
         state["numpy"] = {
             "keys": torch.from_numpy(np_keys.astype("int64")),
             "pos": int(pos),

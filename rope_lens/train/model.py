@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from rope_lens.errors import CheckpointError
 from rope_lens.train.config import ModelConfig
 from rope_lens.train.encodings import Encoding, apply_inv_freq, get_encoding
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 # Gemma's special-token ids; the local tokenizer is trained to put them at the same ids.
 PAD_ID, EOS_ID, BOS_ID = 0, 1, 2
@@ -114,13 +117,17 @@ def load_trained(path: str | Path, *, device: str = "cpu", dtype: torch.dtype | 
     if inv is None:
         raise CheckpointError(f"{path} has no rope_lens_inv_freq in config.json")
     apply_inv_freq(model, inv)
-    return model.to(device).eval(), tokenizer
+    # transformers decorates PreTrainedModel.to with functools.wraps(nn.Module.to); typeshed's
+    # _Wrapped is not a descriptor, so pyright does not bind `self` and reads `device` as it.
+    return model.to(device).eval(), tokenizer  # pyright: ignore[reportArgumentType]
 
 
-def count_parameters(model: torch.nn.Module) -> dict[str, int]:
+def count_parameters(model: PreTrainedModel) -> dict[str, int]:
     """Parameter counts; tied embeddings are counted once."""
     total = sum(p.numel() for p in model.parameters())  # parameters() de-duplicates tied ones
-    embed = model.get_input_embeddings().weight.numel()
+    weight = model.get_input_embeddings().weight
+    assert isinstance(weight, torch.Tensor)  # typed nn.Module, whose attributes read as Module too
+    embed = weight.numel()
     return {"total": total, "embedding": embed, "non_embedding": total - embed}
 
 
