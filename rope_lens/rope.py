@@ -15,7 +15,8 @@ Conventions (see ``rope_lens.types``):
   paired the same way among themselves, so every dim belongs to exactly one chunk.
 
 References: Su et al. (RoFormer); transformers 5.23 ``modeling_rope_utils`` (linear, llama3,
-yarn, proportional); the paper's App. D JAX listing for p-RoPE (PAPER.md §4).
+yarn, proportional); for p-RoPE, Barbero et al., "Round and Round We Go! What makes Rotary
+Positional Encodings useful?" (ICLR 2025), §6.1 and the JAX listing in its App. D.
 """
 
 from __future__ import annotations
@@ -190,8 +191,9 @@ def yarn_inv_freq(
 
 
 def p_rope_inv_freq(theta: float, head_dim: int, p: float) -> Float[Tensor, " chunk"]:
-    """p-RoPE (PAPER.md §4): keep the highest ``int(p * head_dim / 2)`` standard frequencies,
-    make the lowest ones rotation-free (frequency 0). p = 1 is RoPE, p = 0 is NoPE.
+    """p-RoPE (the paper's §6.1 and App. D): keep the highest ``int(p * head_dim / 2)``
+    standard frequencies, make the lowest ones rotation-free (frequency 0). p = 1 is RoPE,
+    p = 0 is NoPE.
 
     The kept frequencies are not re-spaced: they are exactly standard RoPE's ``g_1 .. g_m``.
     """
@@ -206,7 +208,7 @@ def reversed_p_rope_inv_freq(theta: float, head_dim: int, p: float) -> Float[Ten
     """p-RoPE_reversed: keep the *lowest* fraction p, make the highest ``1 - p`` rotation-free.
 
     For p = 0.75 and head_dim 256 the 32 highest chunks are NoPE and chunks 32..127 rotate
-    (PAPER.md §4, "0.75-RoPE_reversed").
+    (the paper's Table 2 row "0.75-RoPE_reversed", §6.1: "removing the highest frequencies").
     """
     _check_fraction(p)
     n_fixed = head_dim // 2 - int(p * head_dim / 2)

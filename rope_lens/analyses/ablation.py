@@ -1,6 +1,6 @@
 """Rotation ablations at inference: what a pretrained model loses when a band of frequency
-chunks stops rotating, is zeroed, or is replaced by its mean (PAPER.md §5 and checklist
-item 20; the paper itself only ablates by training from scratch).
+chunks stops rotating, is zeroed, or is replaced by its mean. This extends the paper (Barbero
+et al., ICLR 2025), which only ablates frequencies by training from scratch (§6.1, Table 2).
 
 For the chunks [lo, hi) (chunk 0 = highest frequency) of q and k, in the chosen layers and
 (optionally) one query head:

