@@ -134,6 +134,14 @@ class Lens:
             tokenizer=tokenizer,
         )
 
+    @property
+    def bridge(self):
+        """The TransformerLens bridge, for hook-point work in a notebook
+        (``lens.bridge.run_with_cache(...)``). On the default native backend this boots a
+        second copy of the model once (the bridge rewrites attention in place); on ``tl`` it is
+        the model the analyses run on."""
+        return self.lm.get_bridge()
+
     def __repr__(self) -> str:
         lm = self.lm
         return (
