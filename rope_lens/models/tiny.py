@@ -94,6 +94,22 @@ MLA_FAMILY = (
 )
 
 
+# The shared tiny shape: 2 layers, 4 query heads over 2 KV heads (GQA), head_dim 16.
+_COMMON: dict[str, Any] = dict(
+    vocab_size=len(_VOCAB),
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=1024,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=3,
+)
+
+
 def char_tokenizer():
     """A PreTrainedTokenizerFast mapping each printable ASCII character to one token."""
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -121,19 +137,7 @@ def tiny_config(arch: str, **overrides: Any):
         Qwen3Config,
     )
 
-    common: dict[str, Any] = dict(
-        vocab_size=len(_VOCAB),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=1024,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=3,
-    )
+    common: dict[str, Any] = dict(_COMMON)
     if arch == "llama":
         cfg = LlamaConfig(
             **{**common, "rope_parameters": {"rope_type": "default", "rope_theta": 1e5}}
@@ -192,19 +196,7 @@ def family_config(family: str):
     from transformers import AutoModelForCausalLM
 
     cls_name, extra = MLA_FAMILY if family == "deepseek_v3" else FAMILIES[family]
-    common: dict[str, Any] = dict(
-        vocab_size=len(_VOCAB),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=1024,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=3,
-    )
+    common: dict[str, Any] = dict(_COMMON)
     kwargs: dict[str, Any] = {k: v for k, v in {**common, **extra}.items() if v is not None}
     cfg = getattr(transformers, cls_name)(**kwargs)
     model_cls: Any = AutoModelForCausalLM._model_mapping[type(cfg)]
