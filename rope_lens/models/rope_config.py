@@ -2,8 +2,10 @@
 
 Never from defaults: TransformerLens' ``cfg.rotary_base`` reads 10000 for HF-backed models
 whatever the checkpoint says (SmolLM2 uses 1e5, Qwen2 1e6, Llama 3.1 5e5 + llama3 scaling).
-We take ``config.rope_parameters`` (per layer type for Gemma 3), compute frequencies with
-``rope_lens.rope`` and, at load time, check them against the model's own rotary buffers.
+We take ``config.rope_parameters`` (per layer type for Gemma 3/4), compute frequencies with
+``rope_lens.rope`` and use them only where they agree with the model's own rotation as read by
+``rope_lens.engine.probe`` at load time; configs the rope rules cannot read use the probed
+frequencies.
 """
 
 from __future__ import annotations
@@ -226,44 +228,3 @@ def _check_agree(config: RopeSpec, model: RopeSpec, kind: str, layer: int) -> No
             f"attention scaling mismatch in layer {layer} ({kind!r}): config "
             f"{config.attention_scaling}, model {model.attention_scaling}"
         )
-
-
-def model_rotary_buffers(hf_model: Any) -> dict[str, tuple[torch.Tensor, float]]:
-    """The inverse frequencies the model will actually use, by layer type."""
-    rotary = None
-    for name, module in hf_model.named_modules():
-        if name.endswith("rotary_emb"):
-            rotary = module
-            break
-    if rotary is None:
-        return {}
-    out = {}
-    if hasattr(rotary, "inv_freq"):
-        out["*"] = (rotary.inv_freq.detach().cpu(), float(getattr(rotary, "attention_scaling", 1)))
-    for kind in getattr(rotary, "layer_types", []) or []:
-        buf = getattr(rotary, f"{kind}_inv_freq", None)
-        if buf is not None:
-            scaling = float(getattr(rotary, f"{kind}_attention_scaling", 1.0))
-            out[kind] = (buf.detach().cpu(), scaling)
-    return out
-
-
-def check_against_model(layout: RopeLayout, hf_model: Any) -> None:
-    """Fail loudly if our config-derived frequencies differ from the model's own buffers."""
-    buffers = model_rotary_buffers(hf_model)
-    for spec, kind in zip(layout.layer_specs, layout.layer_types):
-        if kind in buffers:
-            inv, scaling = buffers[kind]
-        elif "*" in buffers:
-            inv, scaling = buffers["*"]
-        else:
-            continue
-        ours = spec.inv_freq.float()
-        if len(inv) != len(ours) or not torch.allclose(inv.float(), ours, rtol=1e-5, atol=0):
-            raise CheckpointError(
-                f"RoPE frequencies derived from the config differ from the model's own rotary "
-                f"buffers for {kind!r} layers (rope_type {spec.rope_type}); refusing to analyse "
-                "with the wrong frequencies: please report this model"
-            )
-        if abs(scaling - spec.attention_scaling) > 1e-6:
-            raise CheckpointError(f"attention scaling mismatch for {kind!r} layers")

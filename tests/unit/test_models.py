@@ -6,7 +6,7 @@ import torch
 from rope_lens.errors import CheckpointError, ModelNotFoundError
 from rope_lens.models import REGISTRY, suggest
 from rope_lens.models.load import resolve_folder
-from rope_lens.models.rope_config import check_against_model, rope_layout
+from rope_lens.models.rope_config import rope_layout
 
 
 def test_suggestions():
@@ -63,18 +63,25 @@ def test_registry_hub_model_and_revision_pinning(tmp_path, monkeypatch, tiny_dir
 
 
 def test_frequency_mismatch_is_refused(tiny_lm):
-    """If config-derived frequencies ever disagree with the model's buffers, loading stops."""
+    """If config-derived frequencies ever disagree with the model's own rotation (read by the
+    load-time probe), the layout is refused, never silently chosen."""
+    from rope_lens.engine.probe import probe
+
     lm = tiny_lm("llama")
-    layout = rope_layout(lm.hf_model.config, has_qk_norm=False)
     rotary = lm.hf_model.model.rotary_emb
     saved = rotary.inv_freq.clone()
+
+    def layout():
+        seen = probe(lm.hf_model, lm.n_layers, 40, lm.device)
+        return rope_layout(lm.hf_model.config, False, seen)
+
     try:
         rotary.inv_freq = saved * 1.5
-        with pytest.raises(CheckpointError, match="differ from the model's own rotary buffers"):
-            check_against_model(layout, lm.hf_model)
+        with pytest.raises(CheckpointError, match="differ from the model's own rotation"):
+            layout()
     finally:
         rotary.inv_freq = saved
-    check_against_model(layout, lm.hf_model)
+    layout()
 
 
 def test_training_checkpoint_frequencies_override(tiny_dirs, tmp_path):
