@@ -26,7 +26,6 @@ from typing import Protocol, runtime_checkable
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from rope_lens.errors import InputError
 from rope_lens.inputs import Batch
@@ -188,6 +187,11 @@ def run_batches(
         batch_iter, total = distributed.shard(batch_iter), distributed.shard_total(total)
         progress = progress and distributed.is_main()
     # --- end data-parallel ---
+    # One bar, in real tokens (rope_lens.progress: off under --quiet, off the TTY, off rank != 0);
+    # the engine below gets progress=False so it does not draw a second one in batches.
+    from rope_lens.progress import track
+
+    batch_iter = track(batch_iter, desc or lm.name, total_batches=total, skip=skip, show=progress)
     if lm.backend == "native":
         if hooks:
             raise InputError("TransformerLens hooks need the tl backend (--backend tl)")
@@ -202,7 +206,7 @@ def run_batches(
             on_logits=on_logits,
             last_layer=last_layer,
             total=total,
-            progress=progress,
+            progress=False,  # the token bar above is the one bar
             desc=desc or lm.name,
             skip=skip,
             after_batch=after_batch,
@@ -225,9 +229,8 @@ def run_batches(
         stop = lm.n_layers if last_layer is None else min(last_layer + 1, lm.n_layers)
     else:
         stop = None
-    bar = tqdm(batch_iter, total=total, disable=not progress, unit="batch", desc=desc or lm.name)
     with torch.inference_mode():
-        for index, batch in enumerate(bar):
+        for index, batch in enumerate(batch_iter):
             if index < skip:
                 continue
             current["batch"] = batch_to(batch, lm.device)

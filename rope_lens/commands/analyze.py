@@ -85,7 +85,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", default=None, help="e.g. 0,1,5-10,-1 (default: all)")
     p.add_argument("--out", default=None, help="output folder (default: results/<model>)")
     p.add_argument("--force", action="store_true", help="recompute even if the result exists")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--quiet",
+        "--no-progress",
+        dest="no_progress",
+        action="store_true",
+        help="no progress bar (there is none off a TTY or on rank != 0 anyway)",
+    )
     add_run_arguments(p)
     add_head_arguments(p)
 

@@ -50,6 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output HTML (default: <results>/report.html)")
     p.add_argument("--title", default=None, help="page title (default: from the model name)")
     p.add_argument("--force", action="store_true", help="rerun analyses even if tables exist")
+    p.add_argument("--quiet", action="store_true", help="no progress bars for the analyses run")
     p.add_argument(
         "--threads",
         type=int,
@@ -93,6 +94,7 @@ def _run_missing(
     extra: list[str],
     force: bool,
     threads: int | None = None,
+    quiet: bool = False,
 ) -> None:
     """Run each analysis whose table is absent, unreadable or stale in ``folder`` (or all
     with ``force``). The model is loaded once, by the first analysis that runs; a failure to
@@ -110,7 +112,7 @@ def _run_missing(
         table = folder / f"{name.replace('-', '_')}.parquet"
         if not force and _is_current(table, model):
             continue
-        own: list[str] = []
+        own: list[str] = ["--spread"] if name == "heads" else []  # Fig 18 needs the entropy
         if name in ONE_PROMPT:
             layers = picked_layers(folder)  # from the saved head scores
             if layers is None:
@@ -122,7 +124,8 @@ def _run_missing(
             own = ["--prompts", str(prompt), "--layers", layers]
         parser = argparse.ArgumentParser(prog=f"rope-lens analyze ({name})")
         analyze.add_arguments(parser)
-        argv = ["--model", model, "--analysis", name, "--out", str(folder), "--no-progress"]
+        argv = ["--model", model, "--analysis", name, "--out", str(folder)]
+        argv += ["--quiet"] if quiet else []  # else a token bar on a TTY (rope_lens.progress)
         args = parser.parse_args(argv + (["--force"] if force else []) + list(extra) + own)
         req = AnalysisRequest.from_namespace(args).without_irrelevant()
         if threads is not None:
@@ -172,7 +175,9 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(
                 f"unknown analyses {unknown}; choose from {', '.join(sorted(ANALYSES))}"
             )
-        _run_missing(model, folder, names, args.analyze_arg, args.force, args.threads)
+        _run_missing(
+            model, folder, names, args.analyze_arg, args.force, args.threads, quiet=args.quiet
+        )
     sections, meta = sections_from_folder(folder)
     if not sections:
         raise InputError(f"{folder} holds no results table the report knows how to draw")

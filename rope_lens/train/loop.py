@@ -414,17 +414,17 @@ def _train(
         InputError: bad encoding, config or data. CheckpointError: a corrupt or mismatched
             checkpoint in ``run_dir``.
     """
-    from tqdm.auto import tqdm
+    from rope_lens.progress import TokenBar
 
     run_dir = Path(run_dir)
     run = _setup(cfg, run_dir, data_root, resume, build_data)
     fwd = torch.compile(run.model) if cfg.compile else run.model
-    bar = tqdm(
-        total=cfg.steps,
-        initial=run.step,
-        disable=not (run.main and progress),
-        unit="step",
-        dynamic_ncols=True,
+    # In tokens (global, all ranks): every step is tokens_per_step packed tokens, no padding.
+    bar = TokenBar(
+        "train",
+        total=cfg.steps * cfg.tokens_per_step,
+        initial=run.step * cfg.tokens_per_step,
+        show=run.main and progress,
     )
     t0 = time.perf_counter()
     tokens_seen = run.step * cfg.tokens_per_step
@@ -434,7 +434,7 @@ def _train(
         loss_sum, grad_norm, lr = _step(run, fwd)
         step = run.step
         tokens_seen += cfg.tokens_per_step
-        bar.update(1)
+        bar.update(cfg.tokens_per_step)
         if step % cfg.log_every == 0 or step == cfg.steps:
             loss_val = run.accelerator.reduce(loss_sum, reduction="mean").item()
             now = time.perf_counter()
