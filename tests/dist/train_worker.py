@@ -2,11 +2,16 @@
 tests/unit/test_train_distributed.py).
 
 Usage: torchrun --nproc_per_node 2 tests/dist/train_worker.py RUN_DIR DATA_ROOT [STOP_AFTER]
+       [--kill RANK:STEP]
+
+``--kill 1:5``: rank 1 SIGKILLs itself as step 5 begins (no handler, no checkpoint, no goodbye
+to the process group: what an OOM kill or a lost node does to one worker).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -43,12 +48,33 @@ def config(**kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
+def kill_at(rank: int, step: int) -> None:
+    """Make ``rank`` SIGKILL itself when it is about to take ``step`` (1-based)."""
+    from rope_lens.train import loop
+
+    real = loop._step
+
+    def step_or_die(run, fwd):
+        if run.accelerator.process_index == rank and run.step + 1 == step:
+            print(f"rank {rank}: SIGKILL before step {step}", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(run, fwd)
+
+    loop._step = step_or_die  # _train looks _step up in the module at every step
+
+
 def main() -> int:
     from rope_lens.train.loop import train
 
     torch.set_num_threads(1)
-    run_dir, data_root = Path(sys.argv[1]), Path(sys.argv[2])
-    stop_after = int(sys.argv[3]) if len(sys.argv) > 3 else None
+    argv = sys.argv[1:]
+    if "--kill" in argv:
+        at = argv.index("--kill")
+        rank, step = (int(x) for x in argv[at + 1].split(":"))
+        kill_at(rank, step)
+        del argv[at : at + 2]
+    run_dir, data_root = Path(argv[0]), Path(argv[1])
+    stop_after = int(argv[2]) if len(argv) > 2 else None
     res = train(config(), run_dir, data_root=data_root, progress=False, stop_after=stop_after)
     from accelerate import PartialState
 

@@ -1,6 +1,6 @@
 """Training across processes: DDP on 2 CPU processes (gloo, under torchrun) gives the
-one-process loss curve with the same global batch and seed, and a run stopped part-way under
-DDP resumes to the same curve."""
+one-process loss curve with the same global batch and seed, and a run with one rank killed
+(SIGKILL) part-way resumes under DDP to the same curve."""
 
 from __future__ import annotations
 
@@ -21,32 +21,42 @@ def _losses(run_dir: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in rows if r["kind"] == "train"}
 
 
-def _torchrun(*args: str) -> subprocess.CompletedProcess:
+def _torchrun(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
     proc = torchrun("tests/dist/train_worker.py", *args)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (proc.returncode == 0) == ok, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
 
-def test_ddp_two_processes_equal_one(tmp_path):
+def test_ddp_two_processes_equal_one_and_resume_after_one_rank_is_killed(tmp_path):
     from rope_lens.train.loop import train
 
     torch.set_num_threads(1)
     data_root = tmp_path / "cache"
     one = tmp_path / "one"
     train(worker.config(), one, data_root=data_root, progress=False)
+    a = _losses(one)
     ddp = tmp_path / "ddp"
-    _torchrun(str(ddp), str(data_root), "3")  # stopped after 3 of 6 steps (checkpoint at 3)
-    assert sorted(_losses(ddp)) == [1, 2, 3]
-    proc = _torchrun(str(ddp), str(data_root))  # resumed under DDP from the checkpoint
+    # Rank 1 SIGKILLs itself as step 5 begins: past the checkpoint at step 3, with step 4 done
+    # and logged, so the resume must throw step 4 away and redo it. torchrun then stops rank 0.
+    killed = _torchrun(str(ddp), str(data_root), "--kill", "1:5", ok=False)
+    assert "rank 1: SIGKILL before step 5" in killed.stdout, killed.stdout
+    assert "SIGKILL" in killed.stderr, killed.stderr[-3000:]  # torchrun's report of rank 1
+    assert not (ddp / "results.json").exists()
+    before = _losses(ddp)
+    assert sorted(before) == [1, 2, 3, 4]
+    proc = _torchrun(str(ddp), str(data_root))  # relaunched: resumes under DDP from step 3
     # Two ranks of one process group (not two independent one-process runs).
     assert "rank 0 of 2: step 6 completed True" in proc.stdout, proc.stdout
     assert "rank 1 of 2: step 6 completed True" in proc.stdout, proc.stdout
-    a, b = _losses(one), _losses(ddp)
+    b = _losses(ddp)
     assert sorted(a) == sorted(b) == list(range(1, 7))
     # Exact in principle here: 2 micro-batches, (g0 + g1) / 2 == g0 / 2 + g1 / 2 in floats.
     dev = max(abs(a[s] - b[s]) for s in a)
-    print(f"max |loss(1 process) - loss(2 processes, DDP, resumed at 3)| = {dev:.3g}")
+    redo = max(abs(before[s] - b[s]) for s in before)  # the killed run's steps, redone
+    print(f"max |loss(1 process) - loss(2 processes, DDP, rank 1 killed, resumed at 3)| = "
+          f"{dev:.3g}; killed run vs resumed run on steps 1-4: {redo:.3g}")  # fmt: skip
     assert dev <= 1e-5, (a, b)
+    assert redo <= 1e-5, (before, b)
     # The curve moved: equal curves are not two constant ones.
     assert a[6] < a[1] - 0.05
     res = json.loads((ddp / "results.json").read_text())
