@@ -20,7 +20,12 @@ Columns (one table; ``probe`` says which rows are which):
 
 - passkey rows: ``variant, length, n_tokens (mean prompt length), accuracy, n_prompts,
   factor, context``;
-- loss rows: ``variant, position_lo, position_hi, loss, n_targets, factor, context``.
+- loss rows: ``variant, position_lo, position_hi, loss, n_targets, factor, context``;
+- both: ``seconds``, the wall time of the row's forwards (0 for a scaling rule at factor 1
+  within the context: identical to the model as trained, so its rows are copied, not rerun).
+
+Each (probe, length, variant) is saved as one pass (``rope_lens.resume.PassCache``) as soon as
+it finishes, so a long run killed part way resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ import copy
 import logging
 import math
 import random
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -41,6 +48,7 @@ from rope_lens.errors import InputError
 from rope_lens.extract import run_batches
 from rope_lens.inputs import Batch
 from rope_lens.models.load import LoadedModel
+from rope_lens.resume import PassCache
 
 INTRO = (
     "There is an important piece of information hidden inside a lot of irrelevant text. "
@@ -71,6 +79,7 @@ COLUMNS = [
     "factor",
     "p",
     "context",
+    "seconds",
 ]
 
 
@@ -346,6 +355,80 @@ def loss_by_position(
 # ---------------------------------------------------------------------------------------------
 
 
+def default_bucket(loss_len: int, context: int) -> int:
+    """Loss bucket width: an eighth of the shorter of the sequence and the trained context, so
+    that past the context one bucket edge falls exactly on it (within and beyond never mix)."""
+    return max(1, min(loss_len, context) // 8)
+
+
+def _same_as_trained(variant: str, factor: float, longest: int, context: int) -> bool:
+    """A scaling rule at factor 1 on inputs within the trained context is the model as trained
+    (linear, YaRN and llama3 leave every frequency alone at factor 1; dynamic NTK only acts past
+    the context), so its forward need not be run again (the tests check the frequencies)."""
+    return variant in SCALINGS and factor == 1.0 and longest <= context
+
+
+def _timed_forward(fn) -> tuple[Any, float]:
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def _passkey_rows(lm, prompts, variant, length, factor, ctx, p) -> list[dict]:
+    with variant_edits(lm, variant, factor, ctx, p) as edits:
+        acc, seconds = _timed_forward(lambda: accuracy(lm, prompts, edits))
+    return [
+        {
+            "probe": "passkey",
+            "variant": variant,
+            "length": length,
+            "n_tokens": sum(len(q.ids) for q in prompts) / len(prompts),
+            "accuracy": acc,
+            "n_prompts": len(prompts),
+            "factor": factor if variant in SCALINGS else 1.0,
+            "p": p if variant == "p-rope" else 1.0,
+            "seconds": seconds,
+        }
+    ]
+
+
+def _loss_rows(lm, seqs, variant, loss_len, factor, ctx, p, step) -> list[dict]:
+    with variant_edits(lm, variant, factor, ctx, p) as edits:
+        buckets, seconds = _timed_forward(lambda: loss_by_position(lm, seqs, edits, step))
+    return [
+        {
+            "probe": "loss",
+            "variant": variant,
+            "length": loss_len,
+            "position_lo": lo,
+            "position_hi": hi,
+            "loss": loss,
+            "n_targets": n,
+            "factor": factor if variant in SCALINGS else 1.0,
+            "p": p if variant == "p-rope" else 1.0,
+            "seconds": seconds,
+        }
+        for lo, hi, loss, n in buckets
+    ]
+
+
+def _cached(cache: PassCache | None, index: int, compute) -> list[dict]:
+    """``compute()``'s rows, or the rows a killed earlier run saved as pass ``index`` (the
+    cache is keyed by the result's identity: same model, lengths, variants and prompts)."""
+    hit = cache.get(index) if cache is not None else None
+    if hit is not None:
+        return hit[1].to_dict("records")
+    rows = compute()
+    if cache is not None:
+        cache.put(index, {}, pd.DataFrame(rows))
+    return rows
+
+
+def _reuse(rows: list[dict], variant: str, factor: float) -> list[dict]:
+    """As-trained rows relabelled as a scaling variant at factor 1 (not run again)."""
+    return [{**r, "variant": variant, "factor": factor, "seconds": 0.0} for r in rows]
+
+
 def run(
     lm: LoadedModel,
     make_batches,
@@ -359,9 +442,12 @@ def run(
     loss_seqs: int = 1,
     bucket: int | None = None,
     progress: bool = True,
+    cache: PassCache | None = None,
 ) -> pd.DataFrame:
     """Passkey accuracy per (variant, length); loss by position per variant when
-    ``loss_len`` is given. Scaling factor per length: max(1, length / context)."""
+    ``loss_len`` is given. Scaling factor per length: max(1, length / context). Each
+    (probe, length, variant) is one pass: with ``cache`` a finished pass is saved at once and a
+    rerun after a kill skips it. Rows carry ``seconds``, the wall time of their forwards."""
     from rope_lens.analyses.critical import trained_context
 
     bad = [v for v in variants if v not in VARIANTS]
@@ -372,49 +458,55 @@ def run(
     if n_prompts < 1:
         raise InputError(f"--passkey-prompts must be at least 1, got {n_prompts}")
     ctx = context or trained_context(lm, "full_attention")[0]
-    rows = []
+    rows: list[dict] = []
+    index = 0
     for length in lengths:
         prompts = make_prompts(lm.tokenizer, lm.bos_token_id, length, n_prompts, seed)
         factor = max(1.0, length / ctx)
+        longest = max(len(q.ids) for q in prompts)
+        trained: list[dict] | None = None
         for variant in variants:
-            with variant_edits(lm, variant, factor, ctx, p) as edits:
-                acc = accuracy(lm, prompts, edits)
-            rows.append(
-                {
-                    "probe": "passkey",
-                    "variant": variant,
-                    "length": length,
-                    "n_tokens": sum(len(q.ids) for q in prompts) / len(prompts),
-                    "accuracy": acc,
-                    "n_prompts": len(prompts),
-                    "factor": factor if variant in SCALINGS else 1.0,
-                    "p": p if variant == "p-rope" else 1.0,
-                }
+            if trained is not None and _same_as_trained(variant, factor, longest, ctx):
+                rows.extend(_reuse(trained, variant, factor))
+                continue
+            done = _cached(
+                cache,
+                index,
+                partial(_passkey_rows, lm, prompts, variant, length, factor, ctx, p),
             )
+            index += 1
+            rows.extend(done)
+            trained = done if variant == "as-trained" else trained
             if progress:
-                log.info("passkey %s %s %d: %.0f%%", lm.name, variant, length, 100 * acc)
+                log.info(
+                    "passkey %s %s %d: %.0f%% (%.0f s)",
+                    lm.name,
+                    variant,
+                    length,
+                    100 * done[0]["accuracy"],
+                    done[0]["seconds"],
+                )
     if loss_len:
         seqs = long_sequences(make_batches, lm.bos_token_id, loss_len, loss_seqs)
         if not seqs:
             raise InputError(f"the corpus has fewer than {loss_len} tokens for the loss probe")
         factor = max(1.0, loss_len / ctx)
-        step = bucket or max(1, loss_len // 8)
+        step = bucket or default_bucket(loss_len, ctx)
+        trained = None
         for variant in variants:
-            with variant_edits(lm, variant, factor, ctx, p) as edits:
-                for lo, hi, loss, n in loss_by_position(lm, seqs, edits, step):
-                    rows.append(
-                        {
-                            "probe": "loss",
-                            "variant": variant,
-                            "length": loss_len,
-                            "position_lo": lo,
-                            "position_hi": hi,
-                            "loss": loss,
-                            "n_targets": n,
-                            "factor": factor if variant in SCALINGS else 1.0,
-                            "p": p if variant == "p-rope" else 1.0,
-                        }
-                    )
+            if trained is not None and _same_as_trained(variant, factor, loss_len, ctx):
+                rows.extend(_reuse(trained, variant, factor))
+                continue
+            done = _cached(
+                cache,
+                index,
+                partial(_loss_rows, lm, seqs, variant, loss_len, factor, ctx, p, step),
+            )
+            index += 1
+            rows.extend(done)
+            trained = done if variant == "as-trained" else trained
+            if progress:
+                log.info("loss %s %s %d: %.0f s", lm.name, variant, loss_len, done[0]["seconds"])
     df = pd.DataFrame(rows).reindex(columns=COLUMNS)
     df["model"] = lm.name
     df["context"] = ctx
@@ -450,10 +542,12 @@ def analyze(
         p = float(options["p"]) if options.get("p") is not None else 0.75
         context = int(options["context"]) if options.get("context") else None
         loss_len = int(options["loss_len"]) if options.get("loss_len") else None
+        loss_seqs = int(options.get("loss_seqs") or 1)
         seed = int(options.get("seed") or 0)
     except (TypeError, ValueError) as err:
         raise InputError(f"bad passkey option: {err}") from err
-    return run(
+    cache = PassCache.from_options(options)  # each finished (length, variant) survives a kill
+    df = run(
         lm,
         make_batches,
         lengths,
@@ -463,8 +557,13 @@ def analyze(
         seed,
         context,
         loss_len,
+        loss_seqs,
         progress=progress,
+        cache=cache,
     )
+    if cache is not None:
+        cache.clear()
+    return df
 
 
 def _rows(df: pd.DataFrame, probe: str) -> pd.DataFrame:

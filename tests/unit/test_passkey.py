@@ -183,3 +183,94 @@ def test_run_and_options(tiny_lm):
         passkey.run(lm, lambda: iter([batch]), lengths=[48], variants=["rope2"])
     with pytest.raises(InputError, match="passkey-lengths"):
         passkey.analyze(lm, lambda: iter([batch]), [0], {"passkey_lengths": "1k"})
+
+
+@pytest.mark.parametrize("variant", passkey.SCALINGS)
+def test_a_scaling_rule_at_factor_one_is_the_model_as_trained(tiny_lm, variant):
+    """Why run() copies the as-trained rows for a scaling rule at factor 1 within the context:
+    every rule then leaves the frequencies and the attention scaling exactly as trained."""
+    lm = tiny_lm("llama")
+    before, scale = _inv_freq(lm)
+    with passkey.rope_variant(lm, variant, 1.0, 256):
+        got, got_scale = _inv_freq(lm)
+        assert torch.allclose(got, before, rtol=1e-6) and got_scale == pytest.approx(scale)
+    assert passkey._same_as_trained(variant, 1.0, 256, 256)
+    assert not passkey._same_as_trained(variant, 1.0, 257, 256)  # dynamic NTK acts past it
+    assert not passkey._same_as_trained(variant, 1.5, 200, 256)
+    assert not passkey._same_as_trained("p-rope", 1.0, 200, 256)
+
+
+def _counting(monkeypatch):
+    calls = []
+    real = passkey.run_batches
+
+    def counted(*args, **kw):
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(passkey, "run_batches", counted)
+    return calls
+
+
+def test_factor_one_rows_are_copied_not_rerun(tiny_lm, monkeypatch):
+    lm = tiny_lm("llama")
+    batch = one_batch(lm, ["some text to cut into a long sequence " * 3])
+    calls = _counting(monkeypatch)
+    kw = dict(lengths=[48], n_prompts=2, context=4096, loss_len=40, progress=False)
+    df = passkey.run(lm, lambda: iter([batch]), **kw)
+    # as-trained and p-rope run (2 prompts each, batch size 1), per probe; scalings are copied
+    assert len(calls) == 2 * 2 + 2 * 1
+    pk = passkey.passkey_table(df).set_index("variant")
+    assert set(pk.index) == set(passkey.VARIANTS)
+    for v in passkey.SCALINGS:
+        assert pk.loc[v, "accuracy"] == pk.loc["as-trained", "accuracy"]
+        assert pk.loc[v, "seconds"] == 0 and pk.loc[v, "factor"] == 1
+    loss = passkey.loss_table(df)
+    for v in passkey.SCALINGS:
+        mine = loss[loss.variant == v].loss.to_numpy()
+        assert np.array_equal(mine, loss[loss.variant == "as-trained"].loss.to_numpy())
+
+
+def test_a_killed_run_resumes_from_its_finished_passes(tiny_lm, monkeypatch, tmp_path):
+    from rope_lens.resume import PassCache
+
+    lm = tiny_lm("llama")
+    batch = one_batch(lm, ["some text to cut into a long sequence " * 3])
+    kw = dict(
+        lengths=[48, 64],
+        variants=["as-trained", "p-rope", "linear"],
+        n_prompts=1,
+        context=32,
+        progress=False,
+    )
+    fresh = passkey.run(lm, lambda: iter([batch]), **kw)
+    real = passkey._passkey_rows
+    done = []
+
+    def dies_on_the_third(*args):
+        if len(done) == 2:
+            raise KeyboardInterrupt
+        done.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(passkey, "_passkey_rows", dies_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        passkey.run(lm, lambda: iter([batch]), cache=PassCache(tmp_path, "k"), **kw)
+    monkeypatch.setattr(passkey, "_passkey_rows", real)
+    calls = _counting(monkeypatch)
+    again = passkey.run(lm, lambda: iter([batch]), cache=PassCache(tmp_path, "k"), **kw)
+    assert len(calls) == 6 - 2  # the two finished passes are read back, not rerun
+    cols = ["variant", "length", "accuracy", "n_tokens", "factor"]
+    assert again[cols].equals(fresh[cols])
+    # Another identity (key) never reuses them.
+    calls.clear()
+    passkey.run(lm, lambda: iter([batch]), cache=PassCache(tmp_path, "other"), **kw)
+    assert len(calls) == 6
+
+
+def test_loss_buckets_never_straddle_the_trained_context():
+    for loss_len, ctx in [(12288, 8192), (16384, 8192), (40000, 32768), (1000, 8192)]:
+        step = passkey.default_bucket(loss_len, ctx)
+        if loss_len > ctx:
+            assert ctx % step == 0  # an edge on the context itself
+        assert 1 <= step <= loss_len // 8 + 1
