@@ -3,6 +3,9 @@ one optimizer step of the gemma-2b preset's sharding (FSDP2 units per decoder la
 with gloo), each rank taking half of the global batch, then a checkpoint of the full weights.
 
 Usage: torchrun --nproc_per_node 2 tests/dist/fsdp_worker.py RUN_DIR DATA_ROOT
+
+:func:`run` also runs inside another launch's process group (train_worker.py --fsdp DIR), so
+the tests share one torchrun start-up between DDP and FSDP.
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ def global_batch(cfg) -> torch.Tensor:
     )
 
 
-def main() -> int:
+def run(run_dir: Path, data_root: Path) -> None:
+    """The FSDP step and its checkpoint, in the current process group (made here if none)."""
     import torch.distributed as dist
 
     from rope_lens.train import checkpoint as ckpt_io
@@ -54,8 +58,8 @@ def main() -> int:
     from rope_lens.train.data import prepare_data
 
     torch.set_num_threads(1)
-    run_dir, data_root = Path(sys.argv[1]), Path(sys.argv[2])
-    dist.init_process_group("gloo")
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     cfg = config(fsdp=True, encoding="rope")  # see the test: 0.75-rope tables hold inf wavelengths
     model, make_opt = build(cfg)
@@ -80,6 +84,12 @@ def main() -> int:
     dist.barrier()
     print(f"rank {rank} of {world}: sharded {n_shard} of {n_full} parameters, "
           f"loss {float(loss) / world:.8f}", flush=True)  # fmt: skip
+
+
+def main() -> int:
+    import torch.distributed as dist
+
+    run(Path(sys.argv[1]), Path(sys.argv[2]))
     dist.destroy_process_group()
     return 0
 

@@ -2,7 +2,10 @@
 tests/unit/test_train_distributed.py).
 
 Usage: torchrun --nproc_per_node 2 tests/dist/train_worker.py RUN_DIR DATA_ROOT [STOP_AFTER]
-       [--kill RANK:STEP]
+       [--kill RANK:STEP] [--fsdp FSDP_RUN_DIR]
+
+``--fsdp DIR``: after training, the FSDP step of fsdp_worker.py in the same process group
+(one torchrun start-up for both tests).
 
 ``--kill 1:5``: rank 1 SIGKILLs itself as step 5 begins (no handler, no checkpoint, no goodbye
 to the process group: what an OOM kill or a lost node does to one worker).
@@ -73,6 +76,11 @@ def main() -> int:
         rank, step = (int(x) for x in argv[at + 1].split(":"))
         kill_at(rank, step)
         del argv[at : at + 2]
+    fsdp_dir = None
+    if "--fsdp" in argv:
+        at = argv.index("--fsdp")
+        fsdp_dir = Path(argv[at + 1])
+        del argv[at : at + 2]
     run_dir, data_root = Path(argv[0]), Path(argv[1])
     stop_after = int(argv[2]) if len(argv) > 2 else None
     res = train(config(), run_dir, data_root=data_root, progress=False, stop_after=stop_after)
@@ -80,6 +88,10 @@ def main() -> int:
 
     world = PartialState().num_processes  # the processes that shared each step's micro-batches
     print(f"rank {os.environ.get('RANK')} of {world}: step {res.step} completed {res.completed}")
+    if fsdp_dir is not None:
+        from tests.dist import fsdp_worker
+
+        fsdp_worker.run(fsdp_dir, data_root)
     return 0
 
 

@@ -1,13 +1,20 @@
 """Training across processes: DDP on 2 CPU processes (gloo, under torchrun) gives the
 one-process loss curve with the same global batch and seed, and a run with one rank killed
-(SIGKILL) part-way resumes under DDP to the same curve."""
+(SIGKILL) part-way resumes under DDP to the same curve; FSDP2 takes one step on 2 CPU
+processes equal to one process's.
+
+Each torchrun start-up costs tens of seconds on a loaded machine, so the module launches twice
+in all (:func:`launched`): the killed DDP run, then its resume, which also runs the FSDP step
+in the same process group."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 import torch
 
 from tests.dist import torchrun
@@ -27,28 +34,40 @@ def _torchrun(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
-def test_ddp_two_processes_equal_one_and_resume_after_one_rank_is_killed(tmp_path):
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory):
+    """The module's two launches. Rank 1 SIGKILLs itself as step 5 begins: past the checkpoint
+    at step 3, with step 4 done and logged, so the resume must throw step 4 away and redo it;
+    torchrun then stops rank 0. The relaunch resumes, then runs the FSDP step."""
+    tmp = tmp_path_factory.mktemp("train-dist")
+    ddp, fsdp, data_root = tmp / "ddp", tmp / "fsdp", tmp / "cache"
+    killed = _torchrun(str(ddp), str(data_root), "--kill", "1:5", ok=False)
+    before = _losses(ddp)  # read now: the resume truncates the rows after its checkpoint
+    finished_early = (ddp / "results.json").exists()
+    resumed = _torchrun(str(ddp), str(data_root), "--fsdp", str(fsdp))
+    return SimpleNamespace(
+        tmp=tmp, ddp=ddp, fsdp=fsdp, data_root=data_root, killed=killed, before=before,
+        finished_early=finished_early, resumed=resumed,
+    )  # fmt: skip
+
+
+def test_ddp_two_processes_equal_one_and_resume_after_one_rank_is_killed(launched):
     from rope_lens.train.loop import train
 
     torch.set_num_threads(1)
-    data_root = tmp_path / "cache"
-    one = tmp_path / "one"
-    train(worker.config(), one, data_root=data_root, progress=False)
-    a = _losses(one)
-    ddp = tmp_path / "ddp"
-    # Rank 1 SIGKILLs itself as step 5 begins: past the checkpoint at step 3, with step 4 done
-    # and logged, so the resume must throw step 4 away and redo it. torchrun then stops rank 0.
-    killed = _torchrun(str(ddp), str(data_root), "--kill", "1:5", ok=False)
+    killed, ddp = launched.killed, launched.ddp
     assert "rank 1: SIGKILL before step 5" in killed.stdout, killed.stdout
     assert "SIGKILL" in killed.stderr, killed.stderr[-3000:]  # torchrun's report of rank 1
-    assert not (ddp / "results.json").exists()
-    before = _losses(ddp)
+    assert not launched.finished_early
+    before = launched.before
     assert sorted(before) == [1, 2, 3, 4]
-    proc = _torchrun(str(ddp), str(data_root))  # relaunched: resumes under DDP from step 3
+    proc = launched.resumed  # relaunched: resumed under DDP from step 3
     # Two ranks of one process group (not two independent one-process runs).
     assert "rank 0 of 2: step 6 completed True" in proc.stdout, proc.stdout
     assert "rank 1 of 2: step 6 completed True" in proc.stdout, proc.stdout
-    b = _losses(ddp)
+    one = launched.tmp / "one"
+    train(worker.config(), one, data_root=launched.data_root, progress=False)
+    a, b = _losses(one), _losses(ddp)
     assert sorted(a) == sorted(b) == list(range(1, 7))
     # Exact in principle here: 2 micro-batches, (g0 + g1) / 2 == g0 / 2 + g1 / 2 in floats.
     dev = max(abs(a[s] - b[s]) for s in a)
@@ -65,7 +84,7 @@ def test_ddp_two_processes_equal_one_and_resume_after_one_rank_is_killed(tmp_pat
     assert abs(va - vb) <= 1e-5, (va, vb)
 
 
-def test_fsdp_step_on_two_cpu_processes_and_its_checkpoint_analyzes(tmp_path, tiny_dirs):
+def test_fsdp_step_on_two_cpu_processes_and_its_checkpoint_analyzes(launched):
     """The gemma-2b preset's sharding (a unit per decoder layer; FSDP2, as FSDP1 needs a GPU)
     takes one optimizer step on 2 CPU processes, each with half of the global batch: its
     gathered weights equal one process's step on the whole batch, and the checkpoint
@@ -77,11 +96,9 @@ def test_fsdp_step_on_two_cpu_processes_and_its_checkpoint_analyzes(tmp_path, ti
     from tests.dist import fsdp_worker
 
     torch.set_num_threads(1)
-    run, data_root = tmp_path / "fsdp", tmp_path / "cache"
-    proc = torchrun("tests/dist/fsdp_worker.py", str(run), str(data_root))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    lines = [x for x in proc.stdout.splitlines() if x.startswith("rank ")]
-    assert len(lines) == 2 and all(" of 2: sharded " in x for x in lines), proc.stdout
+    run, proc = launched.fsdp, launched.resumed
+    lines = [x for x in proc.stdout.splitlines() if " of 2: sharded " in x]
+    assert len(lines) == 2, proc.stdout
     shard, full = (
         int(v) for v in lines[0].split("sharded ")[1].split(" parameters")[0].split(" of ")
     )
@@ -98,7 +115,7 @@ def test_fsdp_step_on_two_cpu_processes_and_its_checkpoint_analyzes(tmp_path, ti
     print(f"FSDP (2 CPU processes) vs 1 process after one step: loss {abs(loss1 - loss2):.3g}, "
           f"max |weight difference| {dev:.3g}")  # fmt: skip
     assert dev <= 1e-5
-    out = tmp_path / "table"
+    out = launched.tmp / "table"
     argv = ["analyze", "--model", str(run), "--device", "cpu", "--max-len", "24",
             "--limit", "4", "--no-progress", "--threads", "1", "--out", str(out)]  # fmt: skip
     assert cli.main(argv) == 0
