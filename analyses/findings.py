@@ -70,7 +70,7 @@ def compute(name: str, args, folder: Path) -> None:
     t0 = time.time()
     seqs, next_text = pack(lm, args.seqs, args.seq_len, 0)
     bands = BandNormReducer(lm, layers, kinds="qk")
-    scores = heads.HeadScoreReducer(lm, layers)
+    scores = heads.HeadScoreReducer(lm, layers, spread=True)  # mean_distance below
     apos = apostrophe.ApostropheReducer(lm, layers)
     hooks = reducer_hooks(lm, [bands]) + scores.hooks() + apos.hooks()
     run_batches(lm, maker(lm, seqs, 4)(), hooks, total=len(seqs) // 4, desc=f"{name} profiles")

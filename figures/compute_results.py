@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
             folder = Path(args.results) / model
             for name in CORPUS:
                 print(f"== {model}: {name}", flush=True)
-                run_one(model, folder, analysis=name)
+                # heads --spread: Fig 18 picks its head by entropy.
+                spread = {"spread": True} if name == "heads" else {}
+                run_one(model, folder, analysis=name, **spread)
             layers = picked_layers(folder) or "0"
             for name in ONE_PROMPT:
                 print(f"== {model}: {name} on layers {layers}", flush=True)

@@ -56,7 +56,7 @@ def attention(n: int, heads: int = 2) -> np.ndarray:
 
 
 def heads_frame(n_layers: int = 4, n_heads: int = 4, model: str = "tiny") -> pd.DataFrame:
-    """A head-score table (``rope_lens.analyses.heads.COLUMNS``) with one head of each class."""
+    """A head-score table (``rope_lens.analyses.heads.columns(spread=True)``) with one head of each class."""
     rows = []
     for layer in range(n_layers):
         for head in range(n_heads):

@@ -440,7 +440,7 @@ def _rows(lm, ab: Ablation, scores, base, loss, base_loss, n_tok, n_chunks) -> p
     df.insert(11, "n_targets", n_tok)
     df.insert(12, "spare_first", ab.spare_first)
     df["base_class"] = base.head_class.to_numpy()
-    for col in head_scores.SCORES:
+    for col in head_scores.present_scores(df):
         df[f"d_{col}"] = df[col].to_numpy() - base[col].to_numpy()
     return df.drop(columns=["n_queries"])
 

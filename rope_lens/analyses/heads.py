@@ -3,8 +3,8 @@
 The paper's positional heads (Figs 5, 14-16; Definition 5.1) are found by eye in Gemma 7B; here
 they are found by scores computed over a corpus for every layer and head, reduced batch by
 batch so memory never grows with the number of tokens. On the native backend no ``[T, T]``
-tensor exists at all: each score needs one logit per query plus the row's log-sum-exp and two
-attention-weighted sums, which a fused attention kernel returns
+tensor exists at all: each score needs one logit per query plus the row's log-sum-exp, which
+the model's own fused attention kernel returns beside its output
 (``rope_lens.engine.kernels.attention_stats``). On the TransformerLens backend each batch's
 ``hook_pattern`` is reduced to per-head sums and dropped.
 
@@ -18,6 +18,12 @@ excluded unless ``--count-bos``; padding never counts):
 - ``sink_score``: mean alpha_{i,0}, attention to the first position (BOS when prepended, else the
   first token). With ``--count-bos`` the BOS query itself counts, and its whole row is on BOS
   (alpha_{0,0} = 1 enters diag_score and sink_score alike).
+
+With ``--spread`` (``spread=True``), two columns describe how spread out each head's attention
+is; they are opt-in because, done exactly, they cost about a second attention pass per layer
+(a value of ``[v, k, j]`` instead of ``v``), where the three scores above cost one dot product
+per query and score on top of the model's own kernel:
+
 - ``mean_distance``: mean of sum_j alpha_{i,j} (i - j), in tokens.
 - ``entropy``: mean of -sum_j alpha_{i,j} log alpha_{i,j}, in nats.
 
@@ -46,15 +52,31 @@ from rope_lens.inputs import Batch
 from rope_lens.models.load import LoadedModel
 from rope_lens.resume import resumable
 
-SCORES = ("diag_score", "prev_score", "sink_score", "mean_distance", "entropy")
+POSITIONAL = ("diag_score", "prev_score", "sink_score")
+SPREAD = ("mean_distance", "entropy")  # opt-in: ``spread=True``
+SCORES = POSITIONAL + SPREAD
 CLASSES = ("diagonal", "previous-token", "sink", "other")
 THRESHOLD = 0.5
-COLUMNS = ["model", "layer", "layer_type", "head", "kv_head", *SCORES, "head_class", "n_queries"]
+
+
+def score_columns(spread: bool) -> tuple[str, ...]:
+    """The score columns a table has: the positional three, and the spread two if asked."""
+    return SCORES if spread else POSITIONAL
+
+
+def columns(spread: bool) -> list[str]:
+    head = ["model", "layer", "layer_type", "head", "kv_head"]
+    return [*head, *score_columns(spread), "head_class", "n_queries"]
+
+
+def present_scores(df: pd.DataFrame) -> list[str]:
+    """The score columns of a saved or computed table (the spread two only when measured)."""
+    return [c for c in SCORES if c in df.columns]
 
 
 def pattern_sums(
-    pattern: Float[Tensor, "batch head pos key_pos"], count: Tensor
-) -> tuple[Float[Tensor, "5 head"], int]:
+    pattern: Float[Tensor, "batch head pos key_pos"], count: Tensor, spread: bool = True
+) -> tuple[Float[Tensor, "score head"], int]:
     """Per-head sums of the five scores over counted queries of one batch.
 
     Args:
@@ -63,7 +85,8 @@ def pattern_sums(
         count: ``[batch, pos]`` bool, the queries to count.
 
     Returns:
-        Sums in the order of ``SCORES`` (fp64) and the number of counted queries.
+        Sums in the order of ``score_columns(spread)`` (fp64) and the number of counted
+        queries.
     """
     p = pattern.float()
     w = count.to(p.dtype)[:, None, :]  # (batch, 1, pos)
@@ -72,27 +95,21 @@ def pattern_sums(
     diag = p.diagonal(0, -2, -1)  # (batch, head, pos)
     prev = p.diagonal(-1, -2, -1)  # (batch, head, pos - 1): queries 1..T-1
     sink = p[..., 0]
-    # sum_j a_ij (i - j) = i - sum_j a_ij j: one matvec instead of a T x T distance matrix.
-    dist = slots - torch.matmul(p, slots)
-    ent = -torch.special.xlogy(p, p).sum(-1)
-    sums = torch.stack(
-        [
-            (diag * w).sum((0, 2)),
-            (prev * w[..., 1:]).sum((0, 2)),
-            (sink * w).sum((0, 2)),
-            (dist * w).sum((0, 2)),
-            (ent * w).sum((0, 2)),
-        ]
-    )
-    return sums.double(), int(count.sum())
+    sums = [(diag * w).sum((0, 2)), (prev * w[..., 1:]).sum((0, 2)), (sink * w).sum((0, 2))]
+    if spread:
+        # sum_j a_ij (i - j) = i - sum_j a_ij j: one matvec instead of a T x T distance matrix.
+        dist = slots - torch.matmul(p, slots)
+        ent = -torch.special.xlogy(p, p).sum(-1)
+        sums += [(dist * w).sum((0, 2)), (ent * w).sum((0, 2))]
+    return torch.stack(sums).double(), int(count.sum())
 
 
 def positional_weights(call) -> tuple[Tensor, Tensor, Tensor]:
     """alpha_{i,i}, alpha_{i,i-1} (0 at i = 0) and alpha_{i,0} of every query of a native
     attention call, each ``[batch, head, pos]``, from one logit each and the row's
-    log-sum-exp (``call.stats``): no pattern is built."""
+    log-sum-exp (``call.stats``): no pattern is built, and GQA keys are not repeated."""
     q = call.query.float()
-    k = call.keys_per_query_head().float()
+    k = call.key.float()
     scale, cap, window = call.scaling, call.softcap, call.window
     lse = call.stats.lse
     diag = torch.exp(kernels.pair_scores(q, k, 0, scale, cap) - lse)
@@ -105,37 +122,39 @@ def positional_weights(call) -> tuple[Tensor, Tensor, Tensor]:
     return diag, prev, sink
 
 
-def call_sums(call) -> tuple[Float[Tensor, "5 head"], int]:
+def call_sums(call, spread: bool = False) -> tuple[Float[Tensor, "score head"], int]:
     """:func:`pattern_sums` from a native attention call, without the pattern (see
     ``engine.kernels``): entropy = lse - sum_j a_ij s_ij, distance = i - sum_j a_ij j."""
     diag, prev, sink = positional_weights(call)
     stats, count = call.stats, call.batch.count_mask
-    slots = torch.arange(diag.shape[-1], device=diag.device, dtype=diag.dtype)
-    dist = slots - stats.pos_mean
-    ent = stats.lse - stats.score_mean
     w = count.to(diag.dtype)[:, None, :]
-    sums = torch.stack(
-        [
-            (diag * w).sum((0, 2)),
-            (prev[..., 1:] * w[..., 1:]).sum((0, 2)),
-            (sink * w).sum((0, 2)),
-            (dist * w).sum((0, 2)),
-            (ent * w).sum((0, 2)),
-        ]
-    )
-    return sums.double(), int(count.sum())
+    sums = [
+        (diag * w).sum((0, 2)),
+        (prev[..., 1:] * w[..., 1:]).sum((0, 2)),
+        (sink * w).sum((0, 2)),
+    ]
+    if spread:
+        assert stats.pos_mean is not None and stats.score_mean is not None, "no spread stats"
+        slots = torch.arange(diag.shape[-1], device=diag.device, dtype=diag.dtype)
+        dist = slots - stats.pos_mean
+        ent = stats.lse - stats.score_mean
+        sums += [(dist * w).sum((0, 2)), (ent * w).sum((0, 2))]
+    return torch.stack(sums).double(), int(count.sum())
 
 
 class HeadScoreReducer:
     """Streaming head scores for ``layers``; O(layers x heads) memory whatever the corpus.
 
     ``prev_score`` is normalised by its own count (queries with i >= 1), the others by
-    ``n_queries``.
+    ``n_queries``. ``spread`` adds ``mean_distance`` and ``entropy`` (about a second attention
+    pass per layer on the native backend).
     """
 
-    def __init__(self, lm: LoadedModel, layers: Sequence[int]) -> None:
+    def __init__(self, lm: LoadedModel, layers: Sequence[int], spread: bool = False) -> None:
         self.lm = lm
         self.layers = list(layers)
+        self.spread = spread
+        self.needs_spread = spread
         self.sums: dict[int, Tensor] = {}
         self.n: dict[int, int] = {}
         self.n_prev: dict[int, int] = {}
@@ -147,7 +166,7 @@ class HeadScoreReducer:
         pass
 
     def observe(self, call) -> None:
-        sums, n = call_sums(call)
+        sums, n = call_sums(call, self.spread)
         self._add(call.layer, sums, n, call.batch.count_mask)
 
     def plug(self) -> dict:
@@ -168,7 +187,7 @@ class HeadScoreReducer:
     def update(
         self, layer: int, pattern: Float[Tensor, "batch head pos key_pos"], count: Tensor
     ) -> None:
-        sums, n = pattern_sums(pattern, count)
+        sums, n = pattern_sums(pattern, count, self.spread)
         self._add(layer, sums, n, count)
 
     def _add(self, layer: int, sums: Tensor, n: int, count: Tensor) -> None:
@@ -191,6 +210,7 @@ class HeadScoreReducer:
     def to_frame(self) -> pd.DataFrame:
         lm = self.lm
         group = lm.n_heads // lm.n_kv_heads
+        names = score_columns(self.spread)
         rows = []
         for layer in sorted(self.sums):
             sums = self.sums[layer].cpu()
@@ -205,13 +225,13 @@ class HeadScoreReducer:
                         "layer_type": lm.rope.layer_types[layer],
                         "head": head,
                         "kv_head": head // group,
-                        **dict(zip(SCORES, means)),
+                        **dict(zip(names, means)),
                         "n_queries": self.n[layer],
                     }
                 )
         df = pd.DataFrame(rows)
         df["head_class"] = classify(df)
-        return df[COLUMNS]
+        return df[columns(self.spread)]
 
 
 def classify(df: pd.DataFrame, threshold: float = THRESHOLD) -> pd.Series:
@@ -231,10 +251,12 @@ def run(
     total: int | None = None,
     progress: bool = True,
     options: dict | None = None,
+    spread: bool = False,
 ) -> pd.DataFrame:
     """Head-score table for ``layers`` over every counted query of ``batch_iter``
-    (``options``: the pipeline's, for a resume checkpoint)."""
-    reducer = HeadScoreReducer(lm, layers)
+    (``options``: the pipeline's, for a resume checkpoint; ``spread``: add mean distance and
+    entropy)."""
+    reducer = HeadScoreReducer(lm, layers, spread)
     skip, after_batch, finished = resumable(options or {}, [reducer])
     run_batches(
         lm,
@@ -260,7 +282,10 @@ def analyze(
     total: int | None = None,
 ) -> pd.DataFrame:
     """Pipeline entry point (see ``rope_lens.pipeline``); resumes from a checkpoint."""
-    return run(lm, make_batches(), layers, total=total, progress=progress, options=options)
+    spread = bool(options.get("spread"))
+    return run(
+        lm, make_batches(), layers, total=total, progress=progress, options=options, spread=spread
+    )
 
 
 def summarize(df: pd.DataFrame) -> str:

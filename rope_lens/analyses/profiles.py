@@ -74,7 +74,7 @@ def join(bands: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     per_head = pd.DataFrame(stats).groupby(["layer", "head"], as_index=False).first()
     # q and k stats come from separate rows (NaN elsewhere), which made the peaks floats.
     per_head = per_head.astype({"q_peak_chunk": int, "k_peak_chunk": int})
-    score_cols = ["layer", "head", *heads.SCORES, "head_class", "n_queries"]
+    score_cols = ["layer", "head", *heads.present_scores(scores), "head_class", "n_queries"]
     out = spectra.merge(per_head, on=["layer", "head"]).merge(
         scores[score_cols], on=["layer", "head"]
     )
@@ -83,7 +83,8 @@ def join(bands: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
 
 def per_head(df: pd.DataFrame) -> pd.DataFrame:
     """Collapse the long frame to one row per (layer, head): scores, class and stats."""
-    cols = ["model", "layer", "layer_type", "head", "kv_head", *heads.SCORES, "head_class"]
+    cols = ["model", "layer", "layer_type", "head", "kv_head", *heads.present_scores(df)]
+    cols += ["head_class"]
     cols += [f"{kind}_{s}" for kind in "qk" for s in STATS]
     return df.drop_duplicates(["layer", "head"])[cols].reset_index(drop=True)
 

@@ -87,6 +87,16 @@ SPECS: dict[str, AnalysisSpec] = {
             "heads",
             "rope_lens.analyses.heads",
             "diagonal / previous-token / sink scores and classes of every head (Figs 5, 14-16)",
+            (
+                Option(
+                    "spread",
+                    bool,
+                    False,
+                    "also measure each head's mean attention distance and entropy (exact; "
+                    "about a second attention pass per layer; Fig 18 picks its head by entropy)",
+                    flag=True,
+                ),
+            ),
             measured=("diag_score", "prev_score", "sink_score", "entropy"),
         ),
         AnalysisSpec(

@@ -1,23 +1,24 @@
 """Attention arithmetic for the analyses, without a ``[T, T]`` tensor where the math allows.
 
-The head scores need, per query row i, the row's log-sum-exp and two attention-weighted sums
-(of the scores, for the entropy, and of the key positions, for the mean distance):
+The positional head scores need, per query row i, the row's log-sum-exp; the attention's
+spread (entropy, mean distance) needs two attention-weighted sums as well (of the scores and
+of the key positions):
 
     lse_i = log sum_j exp(s_ij),   sum_j a_ij s_ij = s q_i . sum_j a_ij k_j,   sum_j a_ij j,
 
 with a_ij = exp(s_ij - lse_i); any single weight a_ij is then exp(s_ij - lse_i) from one dot
 product.
 
-A fused attention kernel returns exactly these when handed ``value = [k, j]``: the kernel's
-output is the weighted sum of the values and, on the kernels that return it, its log-sum-exp.
+A fused attention kernel returns the log-sum-exp beside its output, and the two sums when
+handed ``value = [k, j]``: its output is the weighted sum of the values.
 ``attention_stats`` uses ``aten._scaled_dot_product_flash_attention_for_cpu`` on CPU and the
 memory-efficient kernel on CUDA (both O(T) memory), and falls back to query blocks (memory
 O(block x keys)) for soft-capped scores and for sliding windows shorter than the sequence,
 which those kernels cannot express. Every path is checked against an explicit softmax in the
 tests.
 
-Queries and keys are handed over post-rotation, ``[batch, head, pos, d_head]``, with keys
-already repeated to the query heads (GQA); positions are slot indices 0..T-1 (right padding,
+Queries and keys are handed over post-rotation, ``[batch, head, pos, d_head]``; keys and
+values may keep fewer heads (GQA), and are repeated only where a kernel needs it; positions are slot indices 0..T-1 (right padding,
 so a counted query never sees a padded key under the causal mask).
 """
 
@@ -35,13 +36,14 @@ BLOCK = 256
 
 @dataclass
 class AttentionStats:
-    """Per query row i, each ``[batch, head, pos]``: ``lse`` = log sum_j exp(s_ij),
-    ``score_mean`` = sum_j a_ij s_ij (so the entropy is lse - score_mean) and ``pos_mean`` =
-    sum_j a_ij j (so the mean distance is i - pos_mean)."""
+    """Per query row i, each ``[batch, head, pos]``: ``lse`` = log sum_j exp(s_ij) and, when
+    the caller asked for the attention's spread, ``score_mean`` = sum_j a_ij s_ij (the entropy
+    is lse - score_mean) and ``pos_mean`` = sum_j a_ij j (the mean distance is i - pos_mean);
+    else those two are None."""
 
     lse: Float[Tensor, "batch head pos"]
-    score_mean: Float[Tensor, "batch head pos"]
-    pos_mean: Float[Tensor, "batch head pos"]
+    score_mean: Float[Tensor, "batch head pos"] | None = None
+    pos_mean: Float[Tensor, "batch head pos"] | None = None
 
 
 def allowed(query_pos: Tensor, key_pos: Tensor, window: int | None) -> Tensor:
@@ -82,42 +84,64 @@ def explicit_scores(
 
 def attention_stats(
     q: Float[Tensor, "batch head pos d_head"],
-    k: Float[Tensor, "batch head pos d_head"],
+    k: Float[Tensor, "batch kv_head pos d_head"],
     scale: float,
     softcap: float | None = None,
     window: int | None = None,
     force_blockwise: bool = False,
-    value: Float[Tensor, "batch head pos d_value"] | None = None,
+    value: Float[Tensor, "batch kv_head pos d_value"] | None = None,
+    spread: bool = True,
 ) -> tuple[AttentionStats, Tensor | None]:
-    """Log-sum-exp and attention-weighted score / position sums of every query row (fp32),
-    and, when ``value`` is given and a fused kernel ran, the attention output sum_j a_ij v_j
-    ``[batch, head, pos, d_value]`` of the same call (else None: run the model's kernel).
+    """Log-sum-exp (and with ``spread`` the attention-weighted score / position sums) of every
+    query row, fp32, and, when ``value`` is given and a fused kernel ran, the attention output
+    sum_j a_ij v_j ``[batch, head, pos, d_value]`` of the same call (else None: run the
+    model's kernel). Keys and values may have fewer heads than queries (GQA): query head h
+    reads kv head h // (head / kv_head), as transformers' ``repeat_kv`` orders them.
 
-    One kernel call serves both: its value is ``[v, k, j, 0...]`` and q, k get zero columns to
-    the same width (the CPU and flash kernels want equal head sizes; zeros leave the scores
-    unchanged), so the softmax is computed once. ``force_blockwise`` takes the fallback path
-    (tests compare the two)."""
+    Without ``spread`` the kernel is the model's own attention, unchanged: its log-sum-exp
+    comes free with the output, so positional scores cost one dot product per score and row.
+    With ``spread`` the value is ``[v, k, j, 0...]`` and q, k get zero columns to the same
+    width (the CPU and flash kernels want equal head sizes; zeros leave the scores unchanged),
+    so the softmax is still computed once, over a wider value: about a second attention's
+    worth of work. ``force_blockwise`` takes the fallback path (tests compare the two)."""
     q, k = q.float(), k.float()
+    if value is not None:  # an editor may have given every query head its own key
+        value = per_query_head(value.float(), k.shape[1])
     n, d = q.shape[-2], q.shape[-1]
     fused_ok = not softcap and (window is None or n <= window) and not force_blockwise
     if fused_ok and q.device.type in ("cpu", "cuda"):
-        dv = 0 if value is None else value.shape[-1]
-        width = dv + d + 1
-        width += (-width) % 8
-        packed = torch.zeros(*k.shape[:-1], width, device=k.device, dtype=k.dtype)
-        if value is not None:
-            packed[..., :dv] = value
-        packed[..., dv : dv + d] = k
-        packed[..., dv + d] = torch.arange(n, device=q.device, dtype=q.dtype)
-        qp = torch.nn.functional.pad(q, (0, width - d))
-        kp = torch.nn.functional.pad(k, (0, width - d))
-        out, lse = _fused(qp, kp, packed, scale)
-        if out is not None:
-            # sum_j a_ij s_ij = scale * q_i . (sum_j a_ij k_j): linear in k without a softcap.
-            score_mean = (q * out[..., dv : dv + d]).sum(-1) * scale
-            stats = AttentionStats(lse[..., :n], score_mean, out[..., dv + d])
-            return stats, (out[..., :dv] if value is not None else None)
-    return _blockwise(q, k, scale, softcap, window), None
+        if not spread:
+            # A value of k's width stands in when the caller needs no output (kernels want
+            # equal head sizes; its output is dropped).
+            fused_value = value if value is not None and value.shape[-1] == d else None
+            out, lse = _fused(q, k, k if fused_value is None else fused_value, scale)
+            if out is not None:
+                return AttentionStats(lse[..., :n]), (None if fused_value is None else out)
+        else:
+            dv = 0 if value is None else value.shape[-1]
+            width = dv + d + 1
+            if q.device.type == "cuda":
+                width += (-width) % 8  # the memory-efficient kernel's alignment
+            packed = torch.zeros(*k.shape[:-1], width, device=k.device, dtype=k.dtype)
+            if value is not None:
+                packed[..., :dv] = value
+            packed[..., dv : dv + d] = k
+            packed[..., dv + d] = torch.arange(n, device=q.device, dtype=q.dtype)
+            qp = torch.nn.functional.pad(q, (0, width - d))
+            kp = torch.nn.functional.pad(k, (0, width - d))
+            out, lse = _fused(qp, kp, packed, scale)
+            if out is not None:
+                # sum_j a_ij s_ij = scale * q_i . (sum_j a_ij k_j): linear in k without a cap.
+                score_mean = (q * out[..., dv : dv + d]).sum(-1) * scale
+                stats = AttentionStats(lse[..., :n], score_mean, out[..., dv + d])
+                return stats, (out[..., :dv] if value is not None else None)
+    return _blockwise(q, per_query_head(k, q.shape[1]), scale, softcap, window), None
+
+
+def per_query_head(x: Tensor, n_heads: int) -> Tensor:
+    """``x`` ``[batch, kv_head, ...]`` repeated to ``n_heads`` heads in ``repeat_kv`` order."""
+    group = n_heads // x.shape[1]
+    return x.repeat_interleave(group, dim=1) if group > 1 else x
 
 
 def _fused(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor | None, Tensor]:
@@ -127,6 +151,8 @@ def _fused(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor | None
             q, k, v, is_causal=True, scale=scale
         )
         return out, lse
+    # The CPU flash kernel reads GQA keys / values as they are; CUDA's needs them repeated.
+    k, v = per_query_head(k, q.shape[1]), per_query_head(v, q.shape[1])
     try:  # CUDA: the memory-efficient kernel takes fp32 and returns the log-sum-exp
         res = torch.ops.aten._scaled_dot_product_efficient_attention(
             q, k, v, None, True, 0.0, True, scale=scale
@@ -160,29 +186,43 @@ def _blockwise(
 
 def pair_scores(
     q: Float[Tensor, "batch head pos d_head"],
-    k: Float[Tensor, "batch head pos d_head"],
+    k: Float[Tensor, "batch kv_head pos d_head"],
     offset: int,
     scale: float,
     softcap: float | None,
 ) -> Float[Tensor, "batch head pos"]:
     """s_{i, i - offset} for every query i >= offset (earlier rows are -inf), O(T) memory;
-    ``offset=-1`` is not allowed; for the first key use :func:`first_key_scores`."""
+    ``offset`` >= 0; for the first key use :func:`first_key_scores`. ``k`` may have fewer
+    heads than ``q`` (GQA): it is never repeated."""
+    n = q.shape[-2]
     out = torch.full(q.shape[:-1], float("-inf"), device=q.device, dtype=q.dtype)
-    s = (q[..., offset:, :] * k[..., : q.shape[-2] - offset, :]).sum(-1) * scale
-    if softcap:
-        s = torch.tanh(s / softcap) * softcap
-    out[..., offset:] = s
-    return out
+    out[..., offset:] = _grouped_dot(q[..., offset:, :], k[..., : n - offset, :]) * scale
+    return _cap(out, softcap)
 
 
 def first_key_scores(
     q: Float[Tensor, "batch head pos d_head"],
-    k: Float[Tensor, "batch head pos d_head"],
+    k: Float[Tensor, "batch kv_head pos d_head"],
     scale: float,
     softcap: float | None,
 ) -> Float[Tensor, "batch head pos"]:
     """s_{i, 0} for every query i."""
-    s = (q * k[..., :1, :]).sum(-1) * scale
-    if softcap:
-        s = torch.tanh(s / softcap) * softcap
-    return s
+    return _cap(_grouped_dot(q, k[..., :1, :]) * scale, softcap)
+
+
+def _grouped_dot(
+    q: Float[Tensor, "batch head pos d_head"], k: Float[Tensor, "batch kv_head kpos d_head"]
+) -> Float[Tensor, "batch head pos"]:
+    """q_i . k_i row by row (``k`` may have one row, then broadcast), query head h against kv
+    head h // group, one group member at a time, so no repeated key is ever allocated."""
+    b, h, n, d = q.shape
+    group = h // k.shape[1]
+    grouped = q.reshape(b, h // group, group, n, d)
+    out = q.new_empty(b, h // group, group, n)
+    for g in range(group):
+        out[:, :, g] = torch.linalg.vecdot(grouped[:, :, g], k)
+    return out.reshape(b, h, n)
+
+
+def _cap(s: Tensor, softcap: float | None) -> Tensor:
+    return torch.tanh(s / softcap) * softcap if softcap else s

@@ -66,6 +66,7 @@ class AttentionCall:
     batch: Batch
     spec: RopeSpec | None  # None only while the layout itself is being probed
     needs_stats: bool = False
+    needs_spread: bool = False
     stats: AttentionStats | None = None
     _cache: dict[str, Tensor] = field(default_factory=dict)
 
@@ -147,7 +148,9 @@ class Tap(Protocol):
 
     ``edit(call)`` may replace ``call.query`` / ``call.key`` / ``call.value`` before the kernel
     (ablations); ``observe(call)`` reads them afterwards (reducers). ``needs_stats`` asks the
-    engine for ``call.stats`` (log-sum-exp and weighted sums of the edited q / k)."""
+    engine for ``call.stats`` (the log-sum-exp of the edited q / k); a tap that also sets
+    ``needs_spread = True`` gets the weighted score and position sums (entropy, mean distance),
+    at about a second attention's cost."""
 
     layers: Sequence[int]
     needs_stats: bool
@@ -206,6 +209,7 @@ class _Run:
                 batch=self.batch,
                 spec=self.specs[layer],
                 needs_stats=any(t.needs_stats for t in taps),
+                needs_spread=any(getattr(t, "needs_spread", False) for t in taps),
             )
             kv_heads = key.shape[1]
             for tap in taps:
@@ -223,11 +227,12 @@ class _Run:
                 )
                 call.stats, output = attention_stats(
                     call.query,
-                    call.keys_per_query_head(),
+                    call.key,
                     call.scaling,
                     call.softcap,
                     call.window,
-                    value=_per_head(call.value, call.group) if fuse else None,
+                    value=call.value if fuse else None,
+                    spread=call.needs_spread,
                 )
             for tap in taps:
                 tap.observe(call)
@@ -241,10 +246,6 @@ class _Run:
         if self.stop_after is not None and layer >= self.stop_after:
             raise _Stop
         return base(kernel_module, query, key, value, mask, scaling=scaling, dropout=dropout, **kw)
-
-
-def _per_head(x: Tensor, group: int) -> Tensor:
-    return x.repeat_interleave(group, dim=1) if group > 1 else x
 
 
 _CURRENT: list[_Run] = []  # the run in progress (a stack: nested runs are not supported)

@@ -1,7 +1,8 @@
 """Head-level figures: the layer x head class map, score scatter, frequency profiles by class.
 
 Inputs are the tables of :mod:`rope_lens.analyses.heads` (one row per layer and head with
-``diag_score, prev_score, sink_score, mean_distance, entropy, head_class``),
+``diag_score, prev_score, sink_score, head_class``, and with ``--spread`` ``mean_distance,
+entropy``),
 :mod:`rope_lens.analyses.profiles` (per-chunk q/k spectra of every query head, with its class)
 and :mod:`rope_lens.analyses.apostrophe` (``after_apos, others_sink, apostrophe_score``).
 """
@@ -48,9 +49,13 @@ def head_class_map(df: pd.DataFrame, title: str | None = None) -> go.Figure:
             text[i, j] = (
                 f"layer {layer} · head {head} (KV head {r['kv_head']})<br>class {r['head_class']}"
                 f"<br>diag {r['diag_score']:.2f} · prev {r['prev_score']:.2f} · "
-                f"sink {r['sink_score']:.2f}<br>mean distance {r['mean_distance']:.1f} tokens"
-                f" · entropy {r['entropy']:.2f} nats"
+                f"sink {r['sink_score']:.2f}"
             )
+            if "entropy" in r:  # measured with --spread
+                text[i, j] += (
+                    f"<br>mean distance {r['mean_distance']:.1f} tokens"
+                    f" · entropy {r['entropy']:.2f} nats"
+                )
     n = len(classes)
     # A stepped colour scale: one flat band per class code.
     scale = []

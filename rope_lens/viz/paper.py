@@ -95,6 +95,11 @@ def pick_head(t: Tables, role: str, within: str) -> tuple[int, int]:
     if role == "prev":
         return _best(h, "prev_score", among=among)
     if role == "semantic":  # the paper's Fig 18: diffuse attention, i.e. the highest entropy
+        if "entropy" not in h:
+            raise LookupError(
+                "the heads table has no entropy column: rerun it with "
+                "`rope-lens analyze --analysis heads --spread`"
+            )
         return _best(h, "entropy", lambda d: d["head_class"] == "other", among)
     raise ValueError(role)
 

@@ -47,7 +47,7 @@ def test_head_scores_equal_transformers_eager_attentions():
     seqs = inputs.tokenize(lm.tokenizer, TEXTS, lm.bos_token_id, 64)
     batch = next(inputs.batches(seqs, len(seqs), lm.tokenizer.pad_token_id, True))
     layers = [0, 1, 11, 16, lm.n_layers - 1]
-    df = heads.run(lm, [batch], layers, progress=False)
+    df = heads.run(lm, [batch], layers, progress=False, spread=True)
     hf = AutoModelForCausalLM.from_pretrained(
         lm.folder, dtype=torch.float32, attn_implementation="eager"
     ).eval()

@@ -76,12 +76,41 @@ def test_attention_stats_equal_an_explicit_softmax(window, cap):
                 q, k, 0.25, cap, window, force_blockwise=force, value=v
             )
             for a, b in zip((got.lse, got.score_mean, got.pos_mean), ref):
+                assert a is not None
                 assert torch.allclose(a, b, atol=1e-4), (force, float((a - b).abs().max()))
             if out is not None:  # the fused call's attention output is the layer's output
                 assert not force and cap is None
                 assert torch.allclose(out, ref_out, atol=1e-5)
+            # Without the spread: the model's own kernel, unwidened; same lse and output.
+            got, out = kernels.attention_stats(
+                q, k, 0.25, cap, window, force_blockwise=force, value=v, spread=False
+            )
+            assert torch.allclose(got.lse, ref[0], atol=1e-4)
+            if out is not None:
+                assert torch.allclose(out, ref_out, atol=1e-5)
     finally:
         kernels.BLOCK = old
+
+
+@pytest.mark.parametrize("spread", [False, True])
+def test_attention_stats_read_gqa_keys_unrepeated(spread):
+    """Keys and values with fewer heads than queries (GQA) give what keys repeated in
+    ``repeat_kv`` order give; so do the positional logits."""
+    torch.manual_seed(1)
+    q, k, v = torch.randn(2, 6, 30, 16), torch.randn(2, 2, 30, 16), torch.randn(2, 2, 30, 16)
+    k_rep, v_rep = k.repeat_interleave(3, 1), v.repeat_interleave(3, 1)
+    got, out = kernels.attention_stats(q, k, 0.25, value=v, spread=spread)
+    want, want_out = kernels.attention_stats(q, k_rep, 0.25, value=v_rep, spread=spread)
+    assert torch.allclose(got.lse, want.lse, atol=1e-5)
+    assert out is not None and want_out is not None
+    assert torch.allclose(out, want_out, atol=1e-5)
+    for offset in (0, 1):
+        a = kernels.pair_scores(q, k, offset, 0.25, 3.0)
+        b = kernels.pair_scores(q, k_rep, offset, 0.25, 3.0)
+        assert torch.equal(a.isinf(), b.isinf()) and torch.allclose(a[~a.isinf()], b[~b.isinf()])
+    assert torch.allclose(
+        kernels.first_key_scores(q, k, 0.25, None), kernels.first_key_scores(q, k_rep, 0.25, None)
+    )
 
 
 # --- every family -----------------------------------------------------------------------------
@@ -118,8 +147,9 @@ def test_family_head_scores_equal_the_models_eager_attention(family, name):
     folder, lm = family(name)
     eager = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
     make = _batches(lm)
-    ours = heads.run(lm, make(), list(range(lm.n_layers)), progress=False)
-    ref = heads.HeadScoreReducer(lm, range(lm.n_layers))
+    positional = heads.run(lm, make(), list(range(lm.n_layers)), progress=False)
+    ours = heads.run(lm, make(), list(range(lm.n_layers)), progress=False, spread=True)
+    ref = heads.HeadScoreReducer(lm, range(lm.n_layers), spread=True)
     with torch.no_grad():
         for batch in make():
             out = eager(
@@ -134,6 +164,10 @@ def test_family_head_scores_equal_the_models_eager_attention(family, name):
     for col in heads.SCORES:
         err = (ours[col] - theirs[col]).abs().max()
         assert err < 1e-4, (name, col, float(err))
+    assert list(positional.columns) == heads.columns(spread=False)
+    for col in heads.POSITIONAL:  # the default run (the model's own kernel) agrees too
+        err = (positional[col] - theirs[col]).abs().max()
+        assert err < 1e-4, (name, "positional", col, float(err))
 
 
 def test_gemma4_full_layers_are_p_rope(family):
@@ -252,6 +286,10 @@ def test_backends_agree_on_every_streaming_analysis(tiny_lm, tiny_tl, arch):
             module.run(nat, make(), layers, progress=False),
             module.run(tl, make(), layers, progress=False),
         )
+    _close(
+        heads.run(nat, make(), layers, progress=False, spread=True),
+        heads.run(tl, make(), layers, progress=False, spread=True),
+    )
     n = nat.head_dim // 2
     configs = [
         ablation.Ablation(kind, n - 3, n, tuple(layers), head, spare_first=spare)
@@ -302,7 +340,8 @@ def _square_tensors(lm, n: int = 48) -> list[tuple[str, tuple[int, ...]]]:
     ids = torch.randint(4, 90, (2, n))
     batch = inputs.Batch(ids, torch.ones_like(ids), torch.arange(n).expand(2, n), ids > 0)
     with Recorder():
-        heads.run(lm, [batch], list(range(lm.n_layers)), progress=False)
+        for spread in (False, True):
+            heads.run(lm, [batch], list(range(lm.n_layers)), progress=False, spread=spread)
     return seen
 
 

@@ -8,7 +8,7 @@ from rope_lens.analyses import ablation, heads
 from rope_lens.analyses.ablation import Ablation, LossMeter, measure, run_ablations
 from tests.heads_helpers import fresh, make_batches, make_nope, planted_qwen2
 
-SCORE_COLS = list(heads.SCORES)
+SCORE_COLS = list(heads.POSITIONAL)  # ablation tables carry the positional scores
 
 
 def _one(lm, ab, **kw):

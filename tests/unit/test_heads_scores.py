@@ -37,7 +37,7 @@ def _naive_scores(pattern, count):
 def test_streaming_scores_equal_naive(tiny_lm, arch):
     """Scores reduced inside the hook over padded batches equal loops over the full pattern."""
     lm = tiny_lm(arch)
-    df = heads.run(lm, make_batches(lm)(), range(lm.n_layers), progress=False)
+    df = heads.run(lm, make_batches(lm)(), range(lm.n_layers), progress=False, spread=True)
     seqs = inputs.tokenize(lm.tokenizer, TEXTS, lm.bos_token_id, 64)
     full = next(inputs.batches(seqs, len(seqs), lm.tokenizer.pad_token_id, True))
     patterns = capture_attention(lm, full, range(lm.n_layers))
@@ -54,7 +54,12 @@ def test_schema_and_kv_heads(tiny_lm):
     """One row per (layer, head) with the documented columns; GQA kv_head = head // group."""
     lm = tiny_lm("llama")
     df = heads.run(lm, make_batches(lm)(), [0, 1], progress=False)
-    assert list(df.columns) == heads.COLUMNS
+    assert list(df.columns) == [
+        *("model", "layer", "layer_type", "head", "kv_head"),
+        *("diag_score", "prev_score", "sink_score", "head_class", "n_queries"),
+    ]
+    spread = heads.run(lm, make_batches(lm)(), [0, 1], progress=False, spread=True)
+    assert [c for c in spread.columns if c not in df.columns] == ["mean_distance", "entropy"]
     assert len(df) == 2 * lm.n_heads
     assert (df.kv_head == df["head"] // (lm.n_heads // lm.n_kv_heads)).all()
     assert set(df.head_class) <= set(heads.CLASSES)
@@ -75,7 +80,7 @@ def test_classify_thresholds():
 def test_planted_heads_are_classified(tmp_path):
     """Thm 5.3's constructions (q = k = psi; k = R psi) give diagonal / previous-token heads."""
     lm = planted_qwen2(tmp_path)
-    df = heads.run(lm, make_batches(lm)(), [0], progress=False).set_index("head")
+    df = heads.run(lm, make_batches(lm)(), [0], progress=False, spread=True).set_index("head")
     assert df.head_class.tolist() == ["diagonal", "sink", "previous-token", "other"]
     assert df.loc[0, "diag_score"] > 0.99 and df.loc[2, "prev_score"] > 0.99
     assert df.loc[1, "sink_score"] > 0.99

@@ -28,7 +28,9 @@ def test_band_norms_equal_the_library_path(lens):
 def test_negative_layers_and_options_reach_the_analysis(lens):
     lm = lens.lm
     df = lens.run("heads", prompts=TEXTS, layers=[-1], max_len=16)
-    assert list(df.columns) == heads.COLUMNS
+    assert list(df.columns) == heads.columns(spread=False)
+    spread = lens.run("heads", prompts=TEXTS, layers=[-1], max_len=16, spread=True)
+    assert list(spread.columns) == heads.columns(spread=True)  # the option reaches the run
     assert set(df.layer) == {lm.n_layers - 1} and len(df) == lm.n_heads
     one = lens.run("per-token", prompts=TEXTS, layers=[0], max_len=16, head=1, prompt_index=2)
     assert set(one["head"]) == {1}
