@@ -38,3 +38,77 @@ def timed(batch_iter, marks: set[int], record: dict):
         yield b
         n += 1
     record[n] = (time.perf_counter() - t0, rss_kb("VmHWM"))
+
+
+class TensorPeak:
+    """Peak bytes of tensor storage alive at once among the storages created inside the
+    ``with`` block: what the work itself allocates, read at the op level, so neither the C
+    allocator's caching nor other processes on the machine blur it (peak RSS does both).
+
+    Every op's outputs pass through a ``TorchDispatchMode``; a new storage adds its size and a
+    finalizer subtracts it when the storage is freed (storages keep their Python object while
+    alive, so the finalizer fires exactly then). Kernels' internal scratch buffers are not
+    op outputs and are not seen; they are small and the same for the baseline.
+    """
+
+    def __init__(self) -> None:
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        peak = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                # Views and in-place results share an input's storage: nothing new.
+                shared = {id(x.untyped_storage()) for x in _tensors((args, kwargs))}
+                for t in out if isinstance(out, (tuple, list)) else (out,):
+                    if isinstance(t, torch.Tensor) and id(t.untyped_storage()) not in shared:
+                        peak._track(t)
+                return out
+
+        self.mode = _Mode()
+        self.live = 0
+        self.peak = 0
+        self._seen: set[int] = set()
+
+    def _track(self, t) -> None:
+        import weakref
+
+        import torch
+
+        if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+            return
+        storage = t.untyped_storage()
+        key = id(storage)
+        if key in self._seen or storage.nbytes() == 0:
+            return
+        self._seen.add(key)
+        self.live += storage.nbytes()
+        self.peak = max(self.peak, self.live)
+        weakref.finalize(storage, self._free, key, storage.nbytes())
+
+    def _free(self, key: int, nbytes: int) -> None:
+        self._seen.discard(key)
+        self.live -= nbytes
+
+    def __enter__(self) -> TensorPeak:
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.mode.__exit__(*exc)
+
+
+def _tensors(tree):
+    """Every tensor in nested tuples / lists / dicts of op arguments."""
+    import torch
+
+    if isinstance(tree, torch.Tensor):
+        yield tree
+    elif isinstance(tree, (tuple, list)):
+        for x in tree:
+            yield from _tensors(x)
+    elif isinstance(tree, dict):
+        for x in tree.values():
+            yield from _tensors(x)
