@@ -63,7 +63,7 @@ def run(model: str, prompts: Path, out: Path, args) -> dict:
         sys.executable, "-c", CHILD, "analyze", "--model", model,
         "--prompts", str(prompts), "--out", str(out), "--device", "cpu",
         "--max-len", str(args.max_len), "--batch-size", str(args.batch_size),
-        "--threads", str(args.threads), "--no-progress", "--layers", "0", "--force",
+        "--threads", str(args.threads), "--quiet", "--layers", "0", "--force",
     ]  # fmt: skip
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -83,7 +83,7 @@ def run(model: str, prompts: Path, out: Path, args) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     p.add_argument("--scales", default="1,10,100", help="repetitions of the wiki corpus")
     p.add_argument("--max-len", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=64)
@@ -112,8 +112,18 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 src.unlink()
+    add_ratios(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """Peak RSS and tokens/s of every row against the smallest scale of its source in the
+    same run (the machine's load differs between runs, so only same-run ratios compare)."""
+    for row in rows:
+        base = min((r for r in rows if r["source"] == row["source"]), key=lambda r: r["scale"])
+        row["peak_rss_vs_smallest"] = round(row["peak_rss_mib"] / base["peak_rss_mib"], 3)
+        row["tokens_per_s_vs_smallest"] = round(row["tokens_per_s"] / base["tokens_per_s"], 3)
 
 
 if __name__ == "__main__":
