@@ -84,6 +84,9 @@ def _is_current(table: Path, model: str) -> bool:
     if Path(model).is_dir() and meta.get("weights_sha256") != identity.weights_fingerprint(model):
         log.warning("rerunning %s: %s has other weights now", table.stem, model)
         return False
+    if table.stem == "heads" and "entropy" not in _df.columns:
+        log.warning("rerunning heads with --spread: Fig 18 picks its head by entropy")
+        return False
     return True
 
 
