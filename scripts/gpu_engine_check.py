@@ -7,7 +7,13 @@ Random-weight models with the public shapes and real RoPE parameters of Gemma 7B
 - ``forward``: a bare forward of the base model (``model.model``) with the model's own sdpa
   (flash where torch picks it) -- the baseline;
 - ``band_norm``: ``band_norms.run`` on the native engine (every layer, q / k / v);
-- ``heads``: ``heads.run`` on the native engine (log-sum-exp kernels, no [T, T] tensor).
+- ``heads``: ``heads.run`` on the native engine: diag / prev / sink from the log-sum-exp of
+  the model's own kernel call (flash in bf16), no [T, T] tensor;
+- ``heads_spread``: ``heads.run(spread=True)``, adding the exact mean distance and entropy
+  (an fp32 memory-efficient call with value ``[k, j]`` beside the model's kernel).
+
+Correctness on the device: the two heads runs must agree on diag / prev / sink (the bf16 flash
+log-sum-exp against the fp32 one); the largest difference is written as ``max_score_diff``.
 
 Each is warmed up once and timed as the median of ``--repeats`` runs; peak memory is
 ``torch.cuda.max_memory_allocated`` over the timed runs minus the memory held before them.
@@ -133,7 +139,12 @@ def check_model(name: str, tokens: int, repeats: int, out_dir: str, smoke: bool)
         "forward": forward,
         "band_norm": lambda: band_norms.run(lm, [batch], layers, progress=False),
         "heads": lambda: heads.run(lm, [batch], layers, progress=False),
+        "heads_spread": lambda: heads.run(lm, [batch], layers, progress=False, spread=True),
     }
+    positional = runs["heads"]()
+    spread = runs["heads_spread"]()
+    diff = (positional[list(heads.POSITIONAL)] - spread[list(heads.POSITIONAL)]).abs()
+    max_score_diff = float(diff.to_numpy().max())
     base = None
     for config, fn in runs.items():
         seconds, peak_gib = measure(fn, repeats)
@@ -148,6 +159,7 @@ def check_model(name: str, tokens: int, repeats: int, out_dir: str, smoke: bool)
             "time_ratio_vs_forward": round(seconds / base[0], 3),
             "peak_ratio_vs_forward": round(peak_gib / max(base[1], 1e-9), 3),
             "build_s": round(built_s, 1),
+            "max_score_diff": max_score_diff,
             "gpu": torch.cuda.get_device_name() if not smoke else "cpu (smoke)",
             "torch": torch.__version__,
         }

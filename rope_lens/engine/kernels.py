@@ -103,10 +103,12 @@ def attention_stats(
     With ``spread`` the value is ``[v, k, j, 0...]`` and q, k get zero columns to the same
     width (the CPU and flash kernels want equal head sizes; zeros leave the scores unchanged),
     so the softmax is still computed once, over a wider value: about a second attention's
-    worth of work. ``force_blockwise`` takes the fallback path (tests compare the two)."""
-    q, k = q.float(), k.float()
+    worth of work. ``force_blockwise`` takes the fallback path (tests compare the two).
+
+    The spread path computes in fp32 (its output is fp32); without the spread the kernel runs
+    in the inputs' dtype, as the model's own would, and the log-sum-exp is fp32 either way."""
     if value is not None:  # an editor may have given every query head its own key
-        value = per_query_head(value.float(), k.shape[1])
+        value = per_query_head(value, k.shape[1])
     n, d = q.shape[-2], q.shape[-1]
     fused_ok = not softcap and (window is None or n <= window) and not force_blockwise
     if fused_ok and q.device.type in ("cpu", "cuda"):
@@ -116,8 +118,11 @@ def attention_stats(
             fused_value = value if value is not None and value.shape[-1] == d else None
             out, lse = _fused(q, k, k if fused_value is None else fused_value, scale)
             if out is not None:
-                return AttentionStats(lse[..., :n]), (None if fused_value is None else out)
+                stats = AttentionStats(lse[..., :n].float())
+                return stats, (None if fused_value is None else out)
         else:
+            q, k = q.float(), k.float()
+            value = None if value is None else value.float()
             dv = 0 if value is None else value.shape[-1]
             width = dv + d + 1
             if q.device.type == "cuda":
@@ -135,7 +140,8 @@ def attention_stats(
                 score_mean = (q * out[..., dv : dv + d]).sum(-1) * scale
                 stats = AttentionStats(lse[..., :n], score_mean, out[..., dv + d])
                 return stats, (out[..., :dv] if value is not None else None)
-    return _blockwise(q, per_query_head(k, q.shape[1]), scale, softcap, window), None
+    q, k = q.float(), per_query_head(k.float(), q.shape[1])
+    return _blockwise(q, k, scale, softcap, window), None
 
 
 def per_query_head(x: Tensor, n_heads: int) -> Tensor:
@@ -151,9 +157,17 @@ def _fused(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor | None
             q, k, v, is_causal=True, scale=scale
         )
         return out, lse
-    # The CPU flash kernel reads GQA keys / values as they are; CUDA's needs them repeated.
+    # The CPU flash kernel reads GQA keys / values as they are; CUDA's need them repeated.
     k, v = per_query_head(k, q.shape[1]), per_query_head(v, q.shape[1])
-    try:  # CUDA: the memory-efficient kernel takes fp32 and returns the log-sum-exp
+    if q.dtype in (torch.float16, torch.bfloat16):
+        try:  # what sdpa itself picks for half precision on CUDA; returns the log-sum-exp
+            res = torch.ops.aten._scaled_dot_product_flash_attention(
+                q, k, v, 0.0, True, False, scale=scale
+            )
+            return res[0], res[1]
+        except RuntimeError:  # no flash for this GPU / head size: the efficient kernel
+            pass
+    try:  # the memory-efficient kernel takes fp32 too, and returns the log-sum-exp
         res = torch.ops.aten._scaled_dot_product_efficient_attention(
             q, k, v, None, True, 0.0, True, scale=scale
         )

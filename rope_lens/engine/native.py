@@ -216,11 +216,12 @@ class _Run:
                 tap.edit(call)
             output = None
             if call.needs_stats:
-                # On CPU in fp32 the stats kernel also computes this layer's output (one
-                # softmax, not two); elsewhere the model's own kernel runs after the taps.
+                # The stats kernel also computes this layer's output (one softmax, not two):
+                # in the model's dtype for the log-sum-exp alone, in fp32 with the spread
+                # (so only for fp32 models on CPU). Elsewhere the model's kernel runs after.
+                spread_ok = query.device.type == "cpu" and call.query.dtype == torch.float32
                 fuse = (
-                    query.device.type == "cpu"
-                    and call.query.dtype == torch.float32
+                    (spread_ok or not call.needs_spread)
                     and not dropout
                     and getattr(module, "is_causal", True)
                     and not (self.stop_after is not None and layer >= self.stop_after)

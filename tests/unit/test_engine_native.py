@@ -92,6 +92,22 @@ def test_attention_stats_equal_an_explicit_softmax(window, cap):
         kernels.BLOCK = old
 
 
+def test_positional_stats_run_in_the_models_dtype():
+    """Without the spread the kernel runs in the inputs' dtype (bf16 here), as the model's
+    own sdpa would: its output is sdpa's, and the log-sum-exp is fp32 and matches fp32's."""
+    torch.manual_seed(2)
+    q, k, v = torch.randn(1, 4, 24, 16), torch.randn(1, 2, 24, 16), torch.randn(1, 2, 24, 16)
+    half = [x.bfloat16() for x in (q, k, v)]
+    got, out = kernels.attention_stats(half[0], half[1], 0.25, value=half[2], spread=False)
+    assert out is not None and out.dtype == torch.bfloat16 and got.lse.dtype == torch.float32
+    want = torch.nn.functional.scaled_dot_product_attention(
+        half[0], half[1], half[2], is_causal=True, scale=0.25, enable_gqa=True
+    )
+    assert torch.allclose(out.float(), want.float(), atol=2e-2)
+    ref, _ = kernels.attention_stats(q, k, 0.25, value=v, spread=False)
+    assert torch.allclose(got.lse, ref.lse, atol=5e-2)
+
+
 @pytest.mark.parametrize("spread", [False, True])
 def test_attention_stats_read_gqa_keys_unrepeated(spread):
     """Keys and values with fewer heads than queries (GQA) give what keys repeated in
