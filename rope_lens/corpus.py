@@ -129,7 +129,10 @@ def _read(path: Path, column: str) -> Iterator[str]:
 
     try:
         if suffix == ".parquet":
-            pf = pq.ParquetFile(path)
+            # pre_buffer=False: with pyarrow's default pre-buffering, iter_batches keeps every
+            # row group it has read cached until the file is closed, so memory grew with the
+            # corpus (+31 MiB per 100k wiki rows; docs/benchmarks.md, "Streaming corpora").
+            pf = pq.ParquetFile(path, pre_buffer=False)
             _check_column(path, column, pf.schema_arrow.names)
             batches: Any = pf.iter_batches(batch_size=READ_ROWS, columns=[column])
         else:

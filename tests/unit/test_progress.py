@@ -64,7 +64,9 @@ def test_track_skips_resumed_batches_and_counts_after_use():
     it = progress.track(one_batch() * 3, "t", total_batches=3, skip=1, stream=stream)
     list(it)
     out = stream.getvalue()
-    assert "20.0/20.0" in out  # 2 batches of 10 counted; the skipped one neither counted nor expected
+    assert (
+        "20.0/20.0" in out
+    )  # 2 batches of 10 counted; the skipped one neither counted nor expected
 
 
 @pytest.mark.parametrize(
@@ -104,7 +106,8 @@ def test_one_bar_in_tokens_for_an_analysis_loop(tiny_lm, monkeypatch):
     made = list(batches(seqs, batch_size=2, pad_id=0, has_bos=False))
     run_batches(lm, made, on_logits=lambda logits, b: None, total=len(made), desc="tiny")
     out = stream.getvalue()
-    assert "9.00/9.00" in out and "tok/s" in out  # 9 real tokens over 2 batches (3 slots of padding)
+    # 9 real tokens over 2 batches (3 slots of padding)
+    assert "9.00/9.00" in out and "tok/s" in out
     assert "batch" not in out  # no second, batch-counting bar
     stream.truncate(0)
     run_batches(lm, made, on_logits=lambda logits, b: None, total=len(made), progress=False)
