@@ -78,8 +78,8 @@ def check_layers(lm: LoadedModel, layers: Sequence[int] | None) -> list[int]:
     return sorted(set(out))
 
 
-def heads_of(lm: LoadedModel, kind: str) -> int:
-    return lm.n_heads if kind == "q" else lm.n_kv_heads
+def heads_of(lm: LoadedModel, kind: str, layer: int) -> int:
+    return lm.n_heads if kind == "q" else lm.rope.kv_heads(layer)
 
 
 @runtime_checkable
@@ -116,7 +116,7 @@ def reducer_hooks(lm: LoadedModel, reducers: Sequence[Reducer]) -> list[tuple[st
 
             def fn(x: Tensor, batch: Batch, reducer=reducer, site=site, name=name) -> None:
                 reducer.update(
-                    site, to_bphd(name, x.detach(), heads_of(lm, site.kind)).float(), batch
+                    site, to_bphd(name, x.detach(), heads_of(lm, site.kind, site.layer)).float(), batch
                 )
 
             out.append((name, fn))

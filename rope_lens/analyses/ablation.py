@@ -186,7 +186,7 @@ class _LayerEdit:
         self.dims = pairs[ab.lo : ab.hi].reshape(-1)
         self.scale, self.cap = model_scaling(lm, layer), model_softcap(lm, layer)
         self.q_heads = torch.arange(lm.n_heads) if ab.heads is None else torch.tensor(ab.heads)
-        self.kv_of_q = self.q_heads // (lm.n_heads // lm.n_kv_heads)
+        self.kv_of_q = self.q_heads // lm.group(layer)
         self.state: dict[str, Tensor] = {}
 
     def hooks(self) -> list[tuple[str, HookFn]]:
@@ -199,7 +199,7 @@ class _LayerEdit:
 
     def _keep(self, key: str, name: str, kind: str) -> HookFn:
         def fn(x: Tensor, batch: Batch) -> None:
-            self.state[key] = to_bphd(name, x, heads_of(self.lm, kind))
+            self.state[key] = to_bphd(name, x, heads_of(self.lm, kind, self.layer))
 
         return fn
 
@@ -317,7 +317,13 @@ def measure(
     if lm.backend == "native":
         taps = list(hooks) + ([SiteTap(extra)] if extra else []) + [scores]
         run_batches(
-            lm, make_batches(), on_logits=meter, total=total, progress=progress, desc=desc, taps=taps
+            lm,
+            make_batches(),
+            on_logits=meter,
+            total=total,
+            progress=progress,
+            desc=desc,
+            taps=taps,
         )
     else:
         tl_hooks = list(hooks) + reducer_hooks(lm, extra) + scores.hooks()
@@ -392,10 +398,7 @@ def run_ablations(
         if cache is not None:
             saved = {f"{s.layer}/{s.kind}": t for s, t in (means or {}).items()}
             cache.put(0, {"loss": base_loss, "n": n_tok}, base, saved)
-    n_chunks = lm.head_dim // 2
-    frames = [
-        _rows(lm, Ablation("none", 0, 0, ()), base, base, base_loss, base_loss, n_tok, n_chunks)
-    ]
+    frames = [_rows(lm, Ablation("none", 0, 0, ()), base, base, base_loss, base_loss, n_tok, 1)]
     for index, ab in enumerate(configs, 1):
         hit = cache.get(index) if cache is not None else None
         if not distributed.agree_all(hit is not None):  # data-parallel: skip only what all kept
@@ -415,6 +418,7 @@ def run_ablations(
             )
             if cache is not None:
                 cache.put(index, {"loss": loss, "n": n}, scores)
+        n_chunks = common_chunks(lm, ab.layers)
         frames.append(_rows(lm, ab, scores, base, loss, base_loss, n, n_chunks))
     return pd.concat(frames, ignore_index=True)
 
@@ -445,6 +449,26 @@ def _rows(lm, ab: Ablation, scores, base, loss, base_loss, n_tok, n_chunks) -> p
     return df.drop(columns=["n_queries"])
 
 
+def common_chunks(lm: LoadedModel, layers: Sequence[int]) -> int:
+    """The chunk count every ablated layer shares. A band is chunk indices counted from the
+    highest frequency (or, negative, from the lowest), so it means the same frequencies only
+    in layers of one head size (Gemma 4's full layers have twice the sliding ones' chunks)."""
+    counts: dict[int, list[int]] = {}
+    for layer in layers:
+        counts.setdefault(lm.rope.n_chunks(layer), []).append(layer)
+    if len(counts) > 1:
+        parts = "; ".join(f"{n} chunks in layers {_span(ls)}" for n, ls in sorted(counts.items()))
+        raise InputError(
+            f"{lm.name} has heads of different sizes ({parts}): a band would name different "
+            "frequencies in each; ablate one kind at a time with --layers"
+        )
+    return next(iter(counts), lm.rope.n_chunks(0))
+
+
+def _span(layers: list[int]) -> str:
+    return ",".join(map(str, layers)) if len(layers) <= 6 else f"{layers[0]}..{layers[-1]}"
+
+
 def configs_from_options(lm: LoadedModel, layers: Sequence[int], options: dict) -> list[Ablation]:
     """CLI options -> configurations (one ``--band``, or a ``--sweep``)."""
     kind = options.get("ablation") or "rotation-free"
@@ -453,7 +477,7 @@ def configs_from_options(lm: LoadedModel, layers: Sequence[int], options: dict) 
     head = check_head(lm, options.get("head"))
     heads = None if head is None else (head,)
     spare = bool(options.get("spare_bos"))
-    n_chunks = lm.head_dim // 2
+    n_chunks = common_chunks(lm, layers)
     sweep = options.get("sweep")
     configs = []
     if sweep not in (None, "", "none"):

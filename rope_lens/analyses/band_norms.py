@@ -95,9 +95,9 @@ class BandNormReducer:
 
     def to_frame(self) -> pd.DataFrame:
         lm = self.lm
-        group = lm.n_heads // lm.n_kv_heads
         frames = []
         for site, total in self.sums.items():
+            group = lm.group(site.layer)
             n = self.counts[site]
             spec = lm.rope.layer_specs[site.layer]
             mean = (total / max(n, 1)).cpu().numpy()  # (head, chunk)

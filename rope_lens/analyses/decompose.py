@@ -62,7 +62,7 @@ def decompose(
         raise InputError(
             f"no key position at or before the query positions {queries}: attention is causal"
         )
-    rows = len(layers) * len(heads) * len(pairs) * (lm.head_dim // 2)
+    rows = len(heads) * len(pairs) * sum(lm.rope.n_chunks(layer) for layer in layers)
     if rows > MAX_ROWS:
         raise InputError(
             f"the decomposition would have {rows:,} rows (> {MAX_ROWS:,}): narrow it with "
@@ -73,12 +73,12 @@ def decompose(
     attn = capture_attention_views(lm, batch, layers, ("scores", "pattern"))
     scores, patterns = attn["scores"], attn["pattern"]
     tokens = token_strings(lm, batch.input_ids[0].tolist())
-    group = lm.n_heads // lm.n_kv_heads
     q_idx = torch.tensor([i for i, _ in pairs])
     k_idx = torch.tensor([j for _, j in pairs])
     frames = []
     for layer in layers:
         spec = lm.rope.layer_specs[layer]
+        group = lm.group(layer)
         freq = spec.frequencies()  # fp64, (chunk,)
         scale = model_scaling(lm, layer) * spec.attention_scaling**2
         cap = softcap(lm, layer)

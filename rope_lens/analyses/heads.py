@@ -209,10 +209,10 @@ class HeadScoreReducer:
 
     def to_frame(self) -> pd.DataFrame:
         lm = self.lm
-        group = lm.n_heads // lm.n_kv_heads
         names = score_columns(self.spread)
         rows = []
         for layer in sorted(self.sums):
+            group = lm.group(layer)
             sums = self.sums[layer].cpu()
             n, n_prev = max(self.n[layer], 1), max(self.n_prev[layer], 1)
             for head in range(sums.shape[1]):

@@ -144,9 +144,9 @@ class MassiveReducer:
 
     def to_frame(self) -> pd.DataFrame:
         lm = self.lm
-        group = lm.n_heads // lm.n_kv_heads
         frames = []
         for site, a in self.acc.items():
+            group = lm.group(site.layer)  # Gemma 4's full layers have their own
             spec = lm.rope.layer_specs[site.layer]
             l2 = a["sumsq"].sqrt().cpu().numpy()  # (head, d_head)
             heads, dims = l2.shape
@@ -266,8 +266,9 @@ def dim_edits(lm: LoadedModel, masks: dict[Site, Tensor], values: dict[Site, Ten
             spec=spec,
             name=name,
             kind=site.kind,
+            layer=site.layer,
         ) -> Tensor:
-            view = to_bphd(name, x, heads_of(lm, kind))
+            view = to_bphd(name, x, heads_of(lm, kind, layer))
             edited = replace_dims_rotated(view, batch.positions, spec, mask, value)
             return edited.reshape(x.shape) if x.dim() == 3 else edited
 

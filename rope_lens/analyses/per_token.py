@@ -69,10 +69,10 @@ def head_token_frame(lm: LoadedModel, batch: Batch, layers: Sequence[int], heads
     ids = batch.input_ids[0].tolist()
     tokens = token_strings(lm, ids)
     n_pos = len(ids)
-    group = lm.n_heads // lm.n_kv_heads
     frames = []
     for layer in layers:
         spec = lm.rope.layer_specs[layer]
+        group = lm.group(layer)
         q_all, k_all = acts[Site(layer, "q", "rot")][0], acts[Site(layer, "k", "rot")][0]
         scale = model_scaling(lm, layer)
         freq = spec.frequencies().numpy()
@@ -86,7 +86,7 @@ def head_token_frame(lm: LoadedModel, batch: Batch, layers: Sequence[int], heads
                 "kv_head": head // group,
                 "pos": np.arange(n_pos),
                 "token": tokens,
-                **cs_rows(q, k, lm.head_dim, scale),
+                **cs_rows(q, k, spec.head_dim, scale),
             }
             for kind, vec in (("q", q), ("k", k)):
                 norms = chunk_norms(vec.double(), spec).numpy()  # (pos, chunk)
@@ -112,7 +112,8 @@ def analyze(
     heads when omitted)."""
     heads = heads_or_all(lm, options.get("head"))
     batch = select_prompt(make_batches, int(options.get("prompt_index") or 0))
-    rows = len(layers) * len(heads) * batch.input_ids.shape[1] * 2 * (lm.head_dim // 2)
+    chunks = sum(lm.rope.n_chunks(layer) for layer in layers)
+    rows = len(heads) * batch.input_ids.shape[1] * 2 * chunks
     if rows > MAX_ROWS:
         raise InputError(
             f"the per-token table would have {rows:,} rows (> {MAX_ROWS:,}): narrow it with "

@@ -110,7 +110,6 @@ def bos_channel_table(
 ) -> pd.DataFrame:
     """Per (layer, head, chunk): mean contribution to key 0 and to keys >= 1 (queries i >= 1)
     over the rows of ``batches`` (each row's real tokens)."""
-    group = lm.n_heads // lm.n_kv_heads
     sums: dict[tuple[int, int], list] = {}
     n_prompts = 0
     for batch in batches:
@@ -120,6 +119,7 @@ def bos_channel_table(
             n_prompts += 1
             for layer in layers:
                 spec = lm.rope.layer_specs[layer]
+                group = lm.group(layer)  # Gemma 4's full layers have their own
                 freq = spec.frequencies()
                 scale = model_scaling(lm, layer) * spec.attention_scaling**2
                 window = _window(lm, layer)

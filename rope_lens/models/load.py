@@ -79,9 +79,7 @@ class LoadedModel:
         from rope_lens.engine.probe import probe
 
         probed = probe(self.hf_model, self.n_layers, _probe_token(self.hf_model), self.device)
-        self.rope = rope_layout(
-            self.hf_model.config, self.rope.qk_norm, probed, check_config=False
-        )
+        self.rope = rope_layout(self.hf_model.config, self.rope.qk_norm, probed, check_config=False)
 
     def get_bridge(self) -> Any:
         """The TransformerLens bridge: this model's own on the ``tl`` backend; on ``native``,
@@ -112,6 +110,10 @@ class LoadedModel:
     @property
     def head_dim(self) -> int:
         return self.rope.head_dim
+
+    def group(self, layer: int) -> int:
+        """Query heads per KV head in ``layer`` (Gemma 4's full layers may differ)."""
+        return self.rope.group(layer)
 
     @property
     def max_context(self) -> int:

@@ -39,7 +39,10 @@ class RopeLayout:
         layer_types: per layer, e.g. "full_attention" / "sliding_attention".
         qk_norm: True when q and k are RMS-normed before rotation (Gemma 3, Qwen 3, OLMo 2):
             the rotated vector is then the normed one, not the projection output.
-        head_dim, n_heads, n_kv_heads, n_layers: shapes.
+        head_dim, n_heads, n_kv_heads, n_layers: shapes (of layer 0, where layers differ).
+        layer_kv_heads: KV heads of every layer as the model computes them (Gemma 4's full
+            layers may have fewer than its sliding ones); empty when not probed. Each layer's
+            head size is its spec's ``head_dim``.
     """
 
     layer_specs: tuple[RopeSpec, ...]
@@ -49,6 +52,19 @@ class RopeLayout:
     n_heads: int
     n_kv_heads: int
     n_layers: int
+    layer_kv_heads: tuple[int, ...] = ()
+
+    def kv_heads(self, layer: int) -> int:
+        """KV heads of ``layer``."""
+        return self.layer_kv_heads[layer] if self.layer_kv_heads else self.n_kv_heads
+
+    def group(self, layer: int) -> int:
+        """Query heads per KV head in ``layer`` (query head h reads KV head h // group)."""
+        return self.n_heads // self.kv_heads(layer)
+
+    def n_chunks(self, layer: int) -> int:
+        """Frequency chunks (dim pairs) of ``layer``'s heads."""
+        return self.layer_specs[layer].head_dim // 2
 
     def describe(self) -> dict[str, Any]:
         by_type: dict[str, Any] = {}
@@ -67,6 +83,11 @@ class RopeLayout:
             "n_heads": self.n_heads,
             "n_kv_heads": self.n_kv_heads,
             "n_layers": self.n_layers,
+            **(
+                {"kv_heads_per_layer": list(self.layer_kv_heads)}
+                if len(set(self.layer_kv_heads)) > 1
+                else {}
+            ),
         }
 
 
@@ -210,6 +231,14 @@ def rope_layout(
         n_heads=n_heads,
         n_kv_heads=n_kv_heads,
         n_layers=n_layers,
+        layer_kv_heads=(
+            tuple(
+                probed.layers[i].n_kv_heads if i in probed.layers else n_kv_heads
+                for i in range(n_layers)
+            )
+            if probed is not None
+            else ()
+        ),
     )
 
 

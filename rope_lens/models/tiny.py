@@ -55,7 +55,11 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
         "Gemma4TextConfig",
         {
             "num_hidden_layers": 4,
-            "global_head_dim": 16,
+            # As in the real checkpoints, full layers have larger heads (and here fewer KV
+            # heads) than the sliding ones: every per-layer shape is exercised.
+            "global_head_dim": 32,
+            "num_global_key_value_heads": 1,
+            "attention_k_eq_v": True,
             "sliding_window": 8,
             "vocab_size_per_layer_input": len(_VOCAB),
             "hidden_size_per_layer_input": 8,

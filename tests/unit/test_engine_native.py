@@ -192,10 +192,51 @@ def test_gemma4_full_layers_are_p_rope(family):
     _, lm = family("gemma4")
     by_type = dict(zip(lm.rope.layer_types, lm.rope.layer_specs))
     full, sliding = by_type["full_attention"], by_type["sliding_attention"]
-    assert torch.allclose(full.frequencies(), rope.p_rope_inv_freq(1e6, 16, 0.25), atol=1e-7)
+    assert torch.allclose(full.frequencies(), rope.p_rope_inv_freq(1e6, 32, 0.25), atol=1e-7)
     assert torch.allclose(sliding.frequencies(), rope.default_inv_freq(1e4, 16), atol=1e-7)
     df = band_norms.run(lm, _batches(lm)(), list(range(lm.n_layers)), progress=False)
-    assert df.mean_norm.notna().all() and len(df) == lm.n_layers * (4 + 2 + 2) * 8
+    rows = 3 * (4 + 2 + 2) * 8 + (4 + 1 + 1) * 16  # 3 sliding layers, 1 full (own shapes)
+    assert df.mean_norm.notna().all() and len(df) == rows
+
+
+def test_gemma4_per_layer_head_shapes_label_every_table(family):
+    """Gemma 4's full layers have other head sizes and KV heads than its sliding ones: each
+    layer's group and chunk count are its own, in every table; the per-chunk logit
+    decomposition of a full layer still sums to the model's own scores; an ablation band over
+    both kinds of layer is refused (it would name different frequencies in each)."""
+    from rope_lens.analyses import decompose, per_token
+    from rope_lens.errors import InputError
+
+    _, lm = family("gemma4")
+    full = lm.rope.layer_types.index("full_attention")
+    assert (lm.rope.kv_heads(0), lm.rope.kv_heads(full)) == (2, 1)
+    assert (lm.rope.n_chunks(0), lm.rope.n_chunks(full)) == (8, 16)
+    make = _batches(lm)
+    layers = list(range(lm.n_layers))
+    scores = heads.run(lm, make(), layers, progress=False)
+    assert set(scores[scores.layer == full].kv_head) == {0}
+    assert set(scores[scores.layer == 0].kv_head) == {0, 1}
+    bands = band_norms.run(lm, make(), layers, progress=False)
+    k_full = bands[(bands.layer == full) & (bands.kind == "k")]
+    assert set(k_full["head"]) == {0} and k_full.chunk.max() == 15
+    q_full = bands[(bands.layer == full) & (bands.kind == "q")]
+    assert set(q_full.kv_head) == {0}
+    batch = next(_batches(lm, TEXTS[:1], 1)())
+    dec = decompose.decompose(lm, batch, [full], list(range(lm.n_heads)), query_pos=[5, 9])
+    assert set(dec.kv_head) == {0} and dec.chunk.max() == 15
+    sums = dec.groupby(["head", "query_pos", "key_pos"]).agg(
+        logit=("logit", "first"), model=("model_score", "first")
+    )
+    assert (sums.logit - sums.model).abs().max() < 1e-4
+    tok = per_token.head_token_frame(lm, batch, [full], [0, 3])
+    assert set(tok.kv_head) == {0}
+    for head in (0, 3):  # its diagonal logit at the full layer's own head size is the model's
+        mine = tok[(tok["head"] == head) & (tok.pos == 5)].diag_logit_model.iloc[0]
+        model = sums.loc[(head, 5, 5), "model"]
+        assert abs(mine - model) < 1e-4, (head, mine, model)
+    with pytest.raises(InputError, match="different sizes"):
+        ablation.configs_from_options(lm, layers, {"band": "0:4"})
+    assert ablation.configs_from_options(lm, [full], {"band": "-4:"})[0].lo == 12
 
 
 def test_gptj_frequencies_come_from_its_rotation(family):
