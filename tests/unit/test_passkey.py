@@ -3,6 +3,7 @@ oracle, RoPE scaling variants against the closed-form frequencies, loss buckets 
 plain forward."""
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -216,7 +217,7 @@ def test_factor_one_rows_are_copied_not_rerun(tiny_lm, monkeypatch):
     lm = tiny_lm("llama")
     batch = one_batch(lm, ["some text to cut into a long sequence " * 3])
     calls = _counting(monkeypatch)
-    kw = dict(lengths=[48], n_prompts=2, context=4096, loss_len=40, progress=False)
+    kw: dict[str, Any] = dict(lengths=[48], n_prompts=2, context=4096, loss_len=40, progress=False)
     df = passkey.run(lm, lambda: iter([batch]), **kw)
     # as-trained and p-rope run (2 prompts each, batch size 1), per probe; scalings are copied
     assert len(calls) == 2 * 2 + 2 * 1
@@ -236,7 +237,7 @@ def test_a_killed_run_resumes_from_its_finished_passes(tiny_lm, monkeypatch, tmp
 
     lm = tiny_lm("llama")
     batch = one_batch(lm, ["some text to cut into a long sequence " * 3])
-    kw = dict(
+    kw: dict[str, Any] = dict(
         lengths=[48, 64],
         variants=["as-trained", "p-rope", "linear"],
         n_prompts=1,
