@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from rope_lens.engine.kernels import AttentionStats, attention_stats
 from rope_lens.inputs import Batch
-from rope_lens.rope import RopeSpec, chunk_dims
+from rope_lens.rope import RopeError, RopeSpec, chunk_dims
 
 PREFIX = "rope_lens_"
 BASES = ("sdpa", "eager", "flash_attention_2")
@@ -215,6 +215,11 @@ class _Run:
             for tap in taps:
                 tap.edit(call)
             output = None
+            if call.needs_stats and not getattr(module, "is_causal", True):
+                # The stats kernels are causal; a bidirectional layer would get wrong scores.
+                raise RopeError(
+                    f"layer {layer} attends bidirectionally: head scores need causal attention"
+                )
             if call.needs_stats:
                 # The stats kernel also computes this layer's output (one softmax, not two):
                 # in the model's dtype for the log-sum-exp alone, in fp32 with the spread
@@ -223,7 +228,6 @@ class _Run:
                 fuse = (
                     (spread_ok or not call.needs_spread)
                     and not dropout
-                    and getattr(module, "is_causal", True)
                     and not (self.stop_after is not None and layer >= self.stop_after)
                 )
                 call.stats, output = attention_stats(

@@ -151,6 +151,15 @@ def check_supported(config: Any) -> None:
             "are rebuilt from a low-rank latent plus a separate rotary part, so there is no "
             "single rotated key per head to analyse"
         )
+    # Gemma 3 spells it True (EmbeddingGemma), Gemma 4 "all" ("vision" is text-causal).
+    bidirectional = _config_attr(cfg, "use_bidirectional_attention", None) in (True, "all")
+    if bidirectional or getattr(cfg, "is_causal", True) is False:
+        # Every analysis reads causal attention (head scores' log-sum-exp, the loss); a
+        # bidirectional encoder would give tables that look right and are not.
+        raise RopeError(
+            f"{cfg.model_type}: bidirectional attention is not supported (rope-lens analyses "
+            "causal language models); load the causal variant of this model"
+        )
     if getattr(cfg, "qk_norm_after_rope", False):
         # HunYuan-style: the norm follows the rotation, so the vector we would label
         # "pre-rotation" is not the one that was rotated. Refuse rather than mislabel.

@@ -276,6 +276,20 @@ def test_mla_is_refused_in_one_line(tmp_path):
         load_model(str(folder), device="cpu")
 
 
+@pytest.mark.parametrize("family_name, value", [("gemma3", True), ("gemma4", "all")])
+def test_bidirectional_models_are_refused_in_one_line(tmp_path, family_name, value):
+    """EmbeddingGemma-style bidirectional attention would give head scores and losses that
+    look right and are not (every analysis reads causal attention): refused at load."""
+    from rope_lens.models.tiny import _save, family_config
+
+    cfg = family_config(family_name)
+    cfg.use_bidirectional_attention = value
+    folder = _save(cfg, tmp_path / "bidir", 0)
+    with pytest.raises(RopeLensError, match="bidirectional attention is not supported") as err:
+        load_model(str(folder), device="cpu")
+    assert "\n" not in str(err.value)
+
+
 def test_softcapped_model_wraps_the_eager_kernel(family):
     """sdpa refuses Gemma 2's softcap: the native engine wraps the model's eager kernel."""
     _, lm = family("gemma2")
