@@ -146,10 +146,13 @@ class AnalysisRequest:
         kw = {k: v for k, v in values.items() if k in fields and k != "extra"}
         if "no_progress" in values:
             kw["progress"] = not values["no_progress"]
+        # Options left at their default (None, a flag's False, an explicit default such as
+        # seed 0) are not passed. Compared by identity for None / False, because 0 == False:
+        # ``in (None, False)`` quietly dropped --context 0 and ran the model's context.
         kw["extra"] = {
             name: values[name]
-            for name in all_options()
-            if name not in fields and values.get(name) not in (None, False)
+            for name, opt in all_options().items()
+            if name not in fields and not _at_default(values.get(name), opt.default)
         }
         return cls(**kw)
 
@@ -247,6 +250,12 @@ def options_for(analysis: str) -> set[str]:
     return {o.name for o in analysis_spec(analysis).options} | set(COMMON_OPTIONS)
 
 
+def _at_default(value: Any, default: Any) -> bool:
+    if value is None or value is False:
+        return True
+    return default is not None and type(value) is type(default) and value == default
+
+
 def check_options(analysis: str, options: dict[str, Any]) -> None:
     """Refuse options ``analysis`` does not read, with a close-name suggestion
     (``hed=3`` -> "did you mean head?"), instead of quietly running the default.
@@ -268,3 +277,17 @@ def check_options(analysis: str, options: dict[str, Any]) -> None:
         hint = f"; did you mean {close[0]!r}?" if close else ""
         shown = ", ".join(sorted(known - set(COMMON_OPTIONS))) or "none"
         raise InputError(f"unknown option {name!r} for {analysis}{hint} (it takes: {shown})")
+    check_minimums(analysis, options)
+
+
+def check_minimums(analysis: str, options: dict[str, Any]) -> None:
+    """Refuse option values below their spec's ``minimum`` (``--context 0`` would otherwise
+    mean "the model's own context", quietly)."""
+    from rope_lens.analyses.registry import read_option, spec
+
+    for opt in spec(analysis).options:
+        if opt.minimum is None or options.get(opt.name) is None:
+            continue
+        value = read_option(options, opt.name, None, opt.type)
+        if value < opt.minimum:
+            raise InputError(f"{opt.cli} must be at least {opt.minimum}, got {value}")

@@ -21,7 +21,9 @@ class Option:
     """One analysis option: keyword ``name`` (CLI ``--name-with-dashes``).
 
     ``default=None`` means "the analysis' own default" (documented in ``help``); ``flag``
-    options are booleans set by their presence on the command line.
+    options are booleans set by their presence on the command line. ``minimum``: the smallest
+    value that means something; anything below is refused in one line before the run (else a
+    0 would quietly fall back to the default, or fail deep inside).
     """
 
     name: str
@@ -30,6 +32,7 @@ class Option:
     help: str = ""
     choices: tuple[str, ...] | None = None
     flag: bool = False
+    minimum: int | None = None
 
     @property
     def cli(self) -> str:
@@ -71,7 +74,9 @@ HEAD = Option(
     "query head, 0-based (per-token, decompose: default all; ablation: ablate only this head)",
 )
 PROMPT_INDEX = Option("prompt_index", int, 0, "which prompt (per-token, decompose)")
-CONTEXT = Option("context", int, None, "trained context in tokens (default: the model's)")
+CONTEXT = Option(
+    "context", int, None, "trained context in tokens (default: the model's)", minimum=2
+)
 SEED = Option("seed", int, 0, "random seed of generated prompts / controls")
 
 SPECS: dict[str, AnalysisSpec] = {
@@ -202,8 +207,10 @@ SPECS: dict[str, AnalysisSpec] = {
             "the BOS key (Gu et al. 2025)",
             (
                 Option("sink_epsilon", float, None, "sink threshold on first-token mass (0.3)"),
-                Option("sink_prompts", int, None, "prompts for the chunk decomposition (4)"),
-                Option("sink_len", int, None, "tokens per decomposition prompt (64)"),
+                Option(
+                    "sink_prompts", int, None, "prompts for the chunk decomposition (4)", minimum=1
+                ),
+                Option("sink_len", int, None, "tokens per decomposition prompt (64)", minimum=3),
             ),
             measured=("sink_mass",),
         ),
@@ -220,7 +227,7 @@ SPECS: dict[str, AnalysisSpec] = {
                     None,
                     "comma-separated variants (as-trained,p-rope,linear,dynamic,yarn,llama3)",
                 ),
-                Option("passkey_prompts", int, None, "prompts per length (5)"),
+                Option("passkey_prompts", int, None, "prompts per length (5)", minimum=1),
                 Option("p", float, None, "p of the inference-time p-RoPE variant (0.75)"),
                 CONTEXT,
                 Option("loss_len", int, None, "tokens of the loss-by-position probe (off)"),

@@ -46,6 +46,31 @@ def test_an_analysis_specific_option_reaches_its_analysis():
     assert req.numeric_options()["extra"] == {"sink_epsilon": 0.5}  # part of the identity
 
 
+def _request(*argv: str) -> AnalysisRequest:
+    import argparse
+
+    from rope_lens.commands.analyze import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return AnalysisRequest.from_namespace(parser.parse_args(list(argv)))
+
+
+def test_a_zero_is_a_value_not_an_absent_option():
+    """``--context 0`` is refused, not read as "the model's context" (0 == False once dropped
+    it before any check); options left at their defaults (seed 0) are not passed."""
+    req = _request("--analysis", "ablation", "--band", "0:2", "--head", "0")
+    assert req.head == 0 and req.analysis_options()["head"] == 0
+    with pytest.raises(InputError, match="--context must be at least 2, got 0"):
+        _request("--analysis", "critical", "--context", "0").validate()
+    with pytest.raises(InputError, match="--passkey-prompts must be at least 1"):
+        _request("--analysis", "passkey", "--passkey-prompts", "0").validate()
+    assert _request("--analysis", "passkey", "--seed", "0").extra == {}
+    assert _request("--analysis", "passkey", "--seed", "3").extra == {"seed": 3}
+    with pytest.raises(InputError, match="--sink-len must be at least 3"):
+        check_options("sinks", {"sink_len": 1})  # the Python API is checked the same way
+
+
 def test_an_option_of_another_analysis_is_refused():
     with pytest.raises(InputError, match="sink_epsilon"):
         AnalysisRequest(analysis="heads", extra={"sink_epsilon": 0.5}).validate()
