@@ -116,7 +116,9 @@ def reducer_hooks(lm: LoadedModel, reducers: Sequence[Reducer]) -> list[tuple[st
 
             def fn(x: Tensor, batch: Batch, reducer=reducer, site=site, name=name) -> None:
                 reducer.update(
-                    site, to_bphd(name, x.detach(), heads_of(lm, site.kind, site.layer)).float(), batch
+                    site,
+                    to_bphd(name, x.detach(), heads_of(lm, site.kind, site.layer)).float(),
+                    batch,
                 )
 
             out.append((name, fn))
