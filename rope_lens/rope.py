@@ -50,6 +50,10 @@ class RopeSpec:
         attention_scaling: factor HF multiplies cos and sin by (YaRN's mscale; 1 otherwise).
         rope_type: name of the scaling rule that produced ``inv_freq`` (for reports).
         theta: the base wavelength.
+        valid_positions: sequence length up to which the model rotates with ``inv_freq``;
+            None when it always does. LongRoPE switches to its long factors, and dynamic NTK
+            raises its base, for longer sequences: rotating or un-rotating with these
+            frequencies past that length would be silently wrong, so it is refused.
     """
 
     head_dim: int
@@ -59,6 +63,7 @@ class RopeSpec:
     rope_type: str = "default"
     theta: float = 10_000.0
     extra: Mapping[str, Any] = field(default_factory=dict)
+    valid_positions: int | None = None
 
     def __post_init__(self) -> None:
         if self.head_dim < 2 or self.head_dim % 2:
@@ -102,8 +107,27 @@ class RopeSpec:
             "n_rotating_chunks": int(len(rotating)),
             "highest_frequency": float(rotating.max()) if len(rotating) else 0.0,
             "lowest_frequency": float(rotating.min()) if len(rotating) else 0.0,
+            **(
+                {"frequencies_valid_to_tokens": self.valid_positions}
+                if self.valid_positions
+                else {}
+            ),
             **{k: v for k, v in self.extra.items()},
         }
+
+    def check_positions(self, positions: Tensor) -> None:
+        """Refuse positions whose rotation these frequencies do not describe (see
+        ``valid_positions``), in one line that says what to do."""
+        if self.valid_positions is None or positions.numel() == 0:
+            return
+        length = int(positions.max()) + 1
+        if length > self.valid_positions:
+            raise RopeError(
+                f"{self.rope_type} RoPE changes its frequencies past {self.valid_positions} "
+                f"tokens (this batch has {length}): views before rotation and rotation "
+                f"ablations need --max-len {self.valid_positions} or less (band norms and "
+                "head scores do not)"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,6 +391,7 @@ def angles(
     positions: Int[Tensor, " *batch"] | Float[Tensor, " *batch"], spec: RopeSpec
 ) -> Float[Tensor, "... chunk"]:
     """Rotation angle of every chunk at each position (fp64 for exactness at long range)."""
+    spec.check_positions(positions)
     freq = spec.frequencies().to(positions.device)
     return positions.to(torch.float64)[..., None] * freq
 

@@ -110,6 +110,7 @@ class AttentionCall:
 def model_angles(positions: Tensor, spec: RopeSpec) -> Float[Tensor, "batch pos chunk"]:
     """Rotation angle of every chunk, computed in fp32 the way transformers' rotary modules do
     (``position.float() * inv_freq``), so un-rotating the model's vectors is exact."""
+    spec.check_positions(positions)
     freq = spec.frequencies().to(positions.device, torch.float32)
     return positions.float()[..., None] * freq
 

@@ -10,6 +10,7 @@ frequencies.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -232,6 +233,14 @@ def rope_layout(
             continue
         _check_agree(from_config, from_model, kind, layer)
         specs.append(from_config)
+    limit = {
+        layer: _static_up_to(cfg, _layer_params(params, layer_types[layer]))
+        for layer in range(n_layers)
+    }
+    specs = [
+        dataclasses.replace(spec, valid_positions=limit[i]) if limit[i] else spec
+        for i, spec in enumerate(specs)
+    ]
     return RopeLayout(
         layer_specs=tuple(specs),
         layer_types=layer_types,
@@ -249,6 +258,18 @@ def rope_layout(
             else ()
         ),
     )
+
+
+def _static_up_to(cfg: Any, layer_params: Mapping[str, Any] | None) -> int | None:
+    """Sequence length past which the model's frequencies change at run time (LongRoPE's long
+    factors, dynamic NTK's larger base), as transformers decides it; None for static rules."""
+    rope_type = str((layer_params or {}).get("rope_type", "default"))
+    if rope_type not in ("longrope", "dynamic"):
+        return None
+    original = (layer_params or {}).get("original_max_position_embeddings") or _config_attr(
+        cfg, "original_max_position_embeddings"
+    )
+    return int(original or _config_attr(cfg, "max_position_embeddings") or 0) or None
 
 
 def _check_agree(config: RopeSpec, model: RopeSpec, kind: str, layer: int) -> None:

@@ -270,6 +270,41 @@ def test_yarn_attention_scaling_is_read_and_divided_out(family):
     assert (frames["pre"].mean_norm - frames["rot"].mean_norm).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("name", ["llama-longrope", "llama-dynamic"])
+def test_frequencies_that_change_with_length_are_refused_past_it(family, name):
+    """LongRoPE (long factors) and dynamic NTK (larger base) rotate longer sequences with other
+    frequencies than the probe read: views before rotation are exact up to that length, and
+    refused in one line past it, while head scores (post-rotation only) still run."""
+    from rope_lens.errors import RopeLensError
+
+    _, lm = family(name)
+    n = lm.rope.layer_specs[0].valid_positions
+    assert (
+        n is not None
+        and lm.metadata()["rope"]["per_layer_type"]["full_attention"]["frequencies_valid_to_tokens"]
+        == n
+    )
+    ids = torch.randint(4, 90, (1, n + 1))
+    batch = inputs.Batch(ids, torch.ones_like(ids), torch.arange(n + 1)[None], ids > 0)
+    short = inputs.Batch(
+        *(x[:, :n] for x in (ids, torch.ones_like(ids))), batch.positions[:, :n], (ids > 0)[:, :n]
+    )
+    acts = capture(lm, short, [Site(0, "q", "pre")])
+    layer = lm.hf_model.model.layers[0].self_attn
+    with torch.no_grad():  # before rotation = the projection (no QK-norm in Llama)
+        proj = layer.q_proj(
+            lm.hf_model.model.layers[0].input_layernorm(
+                lm.hf_model.model.embed_tokens(short.input_ids)
+            )
+        )
+    want = proj.view(1, n, lm.n_heads, -1)
+    assert (acts[Site(0, "q", "pre")] - want).abs().max() < 1e-4
+    with pytest.raises(RopeLensError, match=f"changes its frequencies past {n} tokens") as err:
+        capture(lm, batch, [Site(0, "q", "pre")])
+    assert "\n" not in str(err.value)
+    assert len(heads.run(lm, [batch], [0], progress=False)) == lm.n_heads
+
+
 def test_mla_is_refused_in_one_line(tmp_path):
     folder = family_model_dir("deepseek_v3", tmp_path / "mla")
     with pytest.raises(RopeLensError, match="multi-head latent attention"):
