@@ -14,8 +14,12 @@ The paper writes 1/sqrt(d) with d = d_head. Models may scale differently (Gemma 
 times the model's own ``scaling``, i.e. exactly what ``hook_attn_scores`` holds (before any
 softcap; a test checks this).
 
-Chunk norms come per token for q and k (rotation does not change them). Token-level columns
-are repeated over the chunk rows; ``cs_table`` collapses them to one row per token.
+Chunk norms (``norm``) come per token for q and k (rotation does not change them), in the
+band-norm convention: before rotation, i.e. with the YaRN / LongRoPE attention scaling that
+transformers folds into cos / sin divided out, so they compare with ``band_norm`` tables. The
+logit and bound columns are of the rotated vectors, as the model computes its scores.
+Token-level columns are repeated over the chunk rows; ``cs_table`` collapses them to one row
+per token.
 """
 
 from __future__ import annotations
@@ -89,7 +93,8 @@ def head_token_frame(lm: LoadedModel, batch: Batch, layers: Sequence[int], heads
                 **cs_rows(q, k, spec.head_dim, scale),
             }
             for kind, vec in (("q", q), ("k", k)):
-                norms = chunk_norms(vec.double(), spec).numpy()  # (pos, chunk)
+                # Rotation keeps chunk norms; the attention scaling in cos / sin does not.
+                norms = (chunk_norms(vec.double(), spec) / spec.attention_scaling).numpy()
                 n_chunk = norms.shape[1]
                 block = pd.DataFrame(token_cols).loc[np.repeat(np.arange(n_pos), n_chunk)]
                 block["kind"] = kind

@@ -305,6 +305,23 @@ def test_frequencies_that_change_with_length_are_refused_past_it(family, name):
     assert len(heads.run(lm, [batch], [0], progress=False)) == lm.n_heads
 
 
+def test_per_token_norms_use_the_band_norm_convention(family):
+    """With YaRN's attention scaling (1.1386 here) folded into cos / sin, per-token chunk norms
+    are those of the vector before rotation, as band norms are (they differed by exactly the
+    scaling)."""
+    from rope_lens.analyses import per_token
+
+    _, lm = family("llama-yarn")
+    spec = lm.rope.layer_specs[0]
+    assert spec.attention_scaling > 1.1
+    batch = next(_batches(lm, TEXTS[:1], 1)())
+    tok = per_token.head_token_frame(lm, batch, [0], [0])
+    pre = capture(lm, batch, [Site(0, "q", "pre")])[Site(0, "q", "pre")][0, :, 0]
+    want = rope.chunk_norms(pre.double(), spec)  # (pos, chunk)
+    got = tok[tok.kind == "q"].sort_values(["pos", "chunk"]).norm.to_numpy()
+    assert abs(got - want.reshape(-1).numpy()).max() < 1e-4
+
+
 def test_mla_is_refused_in_one_line(tmp_path):
     folder = family_model_dir("deepseek_v3", tmp_path / "mla")
     with pytest.raises(RopeLensError, match="multi-head latent attention"):
