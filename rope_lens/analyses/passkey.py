@@ -269,9 +269,29 @@ def p_rope_edits(lm: LoadedModel, p: float) -> list:
 
     if not 0 <= p <= 1:
         raise InputError(f"--p must be in [0, 1], got {p}")
-    n = lm.head_dim // 2
-    ab = Ablation("rotation-free", round(p * n), n, tuple(range(lm.n_layers)))
-    return ablation_hooks(lm, ab)
+    # One band per head size: Gemma 4's full layers have twice its sliding layers' chunks, and
+    # "the lowest 1 - p" is a different chunk range in each.
+    by_size: dict[int, list[int]] = {}
+    for layer in range(lm.n_layers):
+        by_size.setdefault(lm.rope.n_chunks(layer), []).append(layer)
+    edits: list = []
+    for n, layers in by_size.items():
+        edits += ablation_hooks(lm, Ablation("rotation-free", round(p * n), n, tuple(layers)))
+    return edits
+
+
+def already_scaled(lm: LoadedModel) -> str | None:
+    """The scaling rule the model was trained with on its full-attention layers ("llama3" for
+    Llama 3.1, "linear" for Gemma 3 4B+), or None for plain RoPE. The scaling variants replace
+    ``rope_parameters`` with a rule that starts from plain RoPE, so on such a model they are a
+    different model even at factor 1."""
+    types = {
+        spec.rope_type
+        for spec, kind in zip(lm.rope.layer_specs, lm.rope.layer_types)
+        if "sliding" not in kind
+    }
+    scaled = sorted(types - {"default", "proportional", "rope_lens"})
+    return scaled[0] if scaled else None
 
 
 @contextlib.contextmanager
@@ -453,6 +473,12 @@ def run(
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
         raise InputError(f"unknown variant {bad[0]!r}; choose from {', '.join(VARIANTS)}")
+    scaled = already_scaled(lm)
+    if scaled and any(v in SCALINGS for v in variants):
+        raise InputError(
+            f"{lm.name} already uses {scaled} RoPE scaling; the scaling variants would replace "
+            "it, not add to it: pass --passkey-variants as-trained,p-rope"
+        )
     if not lengths or min(lengths) < 32:
         raise InputError("passkey lengths must be at least 32 tokens")
     if n_prompts < 1:
@@ -534,7 +560,19 @@ def analyze(
     ``passkey_lengths`` ("256,512,1024"), ``passkey_variants`` (all), ``passkey_prompts`` (5),
     ``p`` (0.75), ``context`` (trained), ``loss_len`` (off), ``seed``."""
     lengths = _ints(options.get("passkey_lengths") or "256,512,1024", "passkey-lengths")
-    variants = options.get("passkey_variants") or VARIANTS
+    # Accepted by every analysis, meaningless here: refuse rather than record them unused.
+    if options.get("no_bos"):  # the probe's prompts are built here, always after BOS
+        raise InputError("passkey builds its own prompts with the model's BOS: drop --no-bos")
+    if options.get("layers") not in (None, "", "all"):
+        raise InputError("passkey runs (and p-RoPE edits) every layer: drop --layers")
+    variants = options.get("passkey_variants")
+    if not variants:  # the default: every variant that means something for this model
+        scaled = already_scaled(lm)
+        variants = [v for v in VARIANTS if not (scaled and v in SCALINGS)]
+        if scaled:
+            log.warning(
+                "%s already uses %s RoPE scaling: skipping the scaling variants", lm.name, scaled
+            )
     if isinstance(variants, str):
         variants = [v.strip() for v in variants.split(",") if v.strip()]
     try:

@@ -275,3 +275,40 @@ def test_loss_buckets_never_straddle_the_trained_context():
         if loss_len > ctx:
             assert ctx % step == 0  # an edge on the context itself
         assert 1 <= step <= loss_len // 8 + 1
+
+
+def test_p_rope_frees_the_lowest_chunks_of_each_head_size(tmp_path):
+    """Gemma 4: sliding layers have 8 chunks, the full layer 16; inference-time p-RoPE at
+    p = 0.75 makes chunks 6:8 of the sliding layers and 12:16 of the full one rotation-free
+    (one band over all layers made it 6:8 everywhere: half of it rotating on the full layer)."""
+    from rope_lens.models import load_model
+    from rope_lens.models.tiny import family_model_dir
+
+    lm = load_model(str(family_model_dir("gemma4", tmp_path / "g4")), device="cpu")
+    bands = {(tap.ab.lo, tap.ab.hi): set(tap.ab.layers) for tap in passkey.p_rope_edits(lm, 0.75)}
+    full = {i for i, t in enumerate(lm.rope.layer_types) if t == "full_attention"}
+    assert bands == {(6, 8): set(range(lm.n_layers)) - full, (12, 16): full}
+
+
+def test_scaling_variants_are_refused_on_a_model_that_already_scales(tiny_lm):
+    """Llama 3.1-style llama3 scaling: a scaling variant would replace it (a different model
+    even at factor 1, whose rows were copied from as-trained); asked for, it is refused; by
+    default only as-trained and p-RoPE run, with a warning."""
+    lm = tiny_lm("llama3")
+    assert passkey.already_scaled(lm) == "llama3"
+    assert passkey.already_scaled(tiny_lm("llama")) is None
+    make = lambda: iter(())  # noqa: E731 (no loss probe: no corpus read)
+    with pytest.raises(InputError, match="already uses llama3 RoPE scaling"):
+        passkey.run(lm, make, [64], ["as-trained", "yarn"], n_prompts=1, progress=False)
+    opts = {"passkey_lengths": "64", "passkey_prompts": 1}
+    df = passkey.analyze(lm, make, [0], opts, progress=False)
+    assert set(df.variant) == {"as-trained", "p-rope"}
+
+
+def test_options_passkey_cannot_honour_are_refused(tiny_lm):
+    lm = tiny_lm("llama")
+    make = lambda: iter(())  # noqa: E731 (no loss probe: no corpus read)
+    with pytest.raises(InputError, match="drop --no-bos"):
+        passkey.analyze(lm, make, [0], {"no_bos": True}, progress=False)
+    with pytest.raises(InputError, match="drop --layers"):
+        passkey.analyze(lm, make, [0], {"layers": "0"}, progress=False)
