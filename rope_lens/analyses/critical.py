@@ -88,11 +88,24 @@ def trained_context(
             context, source = int(original), "original_max_position_embeddings"
         else:
             context, source = lm.max_context, "max_position_embeddings"
-    if "sliding" in layer_type:
-        window = getattr(cfg, "sliding_window", None)
-        if window and window < context:
-            return int(window), "sliding_window"
+    window = _layer_type_window(lm, layer_type)
+    if window and window < context:
+        return int(window), "sliding_window"
     return context, source
+
+
+def _layer_type_window(lm: LoadedModel, layer_type: str) -> int | None:
+    """The sliding window of ``layer_type``'s layers: as their attention calls received it
+    (Mistral-style models slide in every layer with no "sliding" layer type), else, unprobed,
+    the config's window for a "sliding" type."""
+    if lm.rope.layer_windows:
+        windows = [
+            w for w, t in zip(lm.rope.layer_windows, lm.rope.layer_types) if t == layer_type and w
+        ]
+        return min(windows) if windows else None
+    if "sliding" in layer_type:
+        return getattr(_config(lm), "sliding_window", None)
+    return None
 
 
 def critical_table(

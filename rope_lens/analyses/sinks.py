@@ -66,6 +66,8 @@ COLUMNS = [
 
 
 def _window(lm: LoadedModel, layer: int) -> int | None:
+    if lm.rope.layer_windows:  # what the layer's attention call masks with (Mistral: all)
+        return lm.rope.window(layer)
     if "sliding" not in lm.rope.layer_types[layer]:
         return None
     cfg = lm.hf_model.config

@@ -40,6 +40,9 @@ class ProbedLayer:
             when the layer's attention module received no ``position_embeddings``.
         attention_scaling: the factor cos/sin carry (1 unless YaRN / LongRoPE).
         n_heads, n_kv_heads, head_dim: shapes of the post-rotation q / k.
+        window: the sliding window its attention call masks with (None: full causal), as the
+            kernel receives it: Mistral-style models slide in every layer without any
+            "sliding" layer type.
     """
 
     inv_freq: Tensor | None
@@ -47,6 +50,7 @@ class ProbedLayer:
     n_heads: int
     n_kv_heads: int
     head_dim: int
+    window: int | None = None
 
 
 @dataclass(frozen=True)
@@ -62,12 +66,14 @@ class _ShapeTap:
     def __init__(self, layers) -> None:
         self.layers: Sequence[int] = list(layers)
         self.calls: dict[int, tuple[Tensor, Tensor]] = {}
+        self.windows: dict[int, int | None] = {}
 
     def edit(self, call) -> None:
         pass
 
     def observe(self, call) -> None:
         self.calls[call.layer] = (call.query[0].float().clone(), call.key[0].float().clone())
+        self.windows[call.layer] = call.window
 
 
 def probe(model: Any, n_layers: int, token_id: int, device: torch.device) -> Probe:
@@ -101,7 +107,8 @@ def probe(model: Any, n_layers: int, token_id: int, device: torch.device) -> Pro
     for layer in range(n_layers):
         q, k = tap.calls[layer]
         inv, scaling = _decode(grabbed.get(layer))
-        layers[layer] = ProbedLayer(inv, scaling, q.shape[0], k.shape[0], q.shape[-1])
+        window = tap.windows.get(layer)
+        layers[layer] = ProbedLayer(inv, scaling, q.shape[0], k.shape[0], q.shape[-1], window)
     pairing, errors = _pairing_from_rotation(tap.calls[0][0], layers[0])
     return Probe(layers, pairing, errors)
 

@@ -54,6 +54,12 @@ class RopeLayout:
     n_kv_heads: int
     n_layers: int
     layer_kv_heads: tuple[int, ...] = ()
+    layer_windows: tuple[int | None, ...] = ()
+
+    def window(self, layer: int) -> int | None:
+        """The sliding window ``layer`` attends within (None: full causal attention), as its
+        attention call received it; from the layer type and config when not probed."""
+        return self.layer_windows[layer] if self.layer_windows else None
 
     def kv_heads(self, layer: int) -> int:
         """KV heads of ``layer``."""
@@ -254,6 +260,11 @@ def rope_layout(
                 probed.layers[i].n_kv_heads if i in probed.layers else n_kv_heads
                 for i in range(n_layers)
             )
+            if probed is not None
+            else ()
+        ),
+        layer_windows=(
+            tuple(probed.layers[i].window if i in probed.layers else None for i in range(n_layers))
             if probed is not None
             else ()
         ),

@@ -322,6 +322,24 @@ def test_per_token_norms_use_the_band_norm_convention(family):
     assert abs(got - want.reshape(-1).numpy()).max() < 1e-4
 
 
+def test_every_layers_window_is_read_from_its_attention_call(family):
+    """Mistral slides (window 8) in every layer with no "sliding" layer type: the window comes
+    from the attention call, so critical chunks use it as the context and the sinks
+    decomposition only counts queries that can see the first key; Gemma 3 reads its sliding
+    layers' window and none for its full layers."""
+    from rope_lens.analyses import critical, sinks
+
+    _, mistral = family("mistral")
+    assert set(mistral.rope.layer_types) == {"full_attention"}
+    assert [mistral.rope.window(i) for i in range(mistral.n_layers)] == [8] * mistral.n_layers
+    assert critical.trained_context(mistral, "full_attention") == (8, "sliding_window")
+    assert sinks._window(mistral, 0) == 8
+    _, gemma3 = family("gemma3")
+    windows = {t: gemma3.rope.window(i) for i, t in enumerate(gemma3.rope.layer_types)}
+    assert windows == {"sliding_attention": 8, "full_attention": None}
+    assert critical.trained_context(gemma3, "sliding_attention")[0] == 8
+
+
 def test_mla_is_refused_in_one_line(tmp_path):
     folder = family_model_dir("deepseek_v3", tmp_path / "mla")
     with pytest.raises(RopeLensError, match="multi-head latent attention"):
