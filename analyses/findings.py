@@ -316,8 +316,21 @@ def write_doc(models: list[str], root: Path, args, out: Path) -> None:
         cells = [f"**{verdicts[m][i].verdict}**: {verdicts[m][i].evidence}" for m in models]
         lines.append(f"| {v0.claim} | " + " | ".join(cells) + " |")
     lines.append("")
-    out.write_text("\n".join(lines + sections))
+    out.write_text("\n".join(lines + sections) + kept_by_hand(out))
     print(f"wrote {out}")
+
+
+HAND_WRITTEN = "## Across three families"
+
+
+def kept_by_hand(out: Path) -> str:
+    """The hand-written cross-model section of an existing ``out`` (from its heading to the
+    end), so that regenerating the per-model sections does not delete it."""
+    if not out.exists():
+        return ""
+    text = out.read_text()
+    at = text.find(HAND_WRITTEN)
+    return "" if at < 0 else "\n" + text[at:]
 
 
 def main() -> None:
