@@ -2,7 +2,33 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from rope_lens import inputs
+
+TRAIN_FIXTURE = Path(__file__).parent / "fixtures" / "train"
+
+
+def tiny_train_config(**kw: Any):
+    """The tiny training run the loop and multi-process tests share (a 2-layer 0.75-RoPE
+    model on the fixture corpus, 2 micro-batches per step); ``kw`` overrides any field."""
+    from rope_lens.train.config import ModelConfig, TrainConfig
+
+    base: dict[str, Any] = dict(
+        model=ModelConfig(
+            vocab_size=384, d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64
+        ),
+        encoding="0.75-rope",
+        data_source=str(TRAIN_FIXTURE),
+        seq_len=32,
+        batch_size=8,
+        micro_batch_size=4,
+        lr=3e-3,
+        warmup_steps=2,
+        log_every=1,
+    )
+    return TrainConfig(**{**base, **kw})
 
 
 def one_batch(lm, texts, window=64, count_bos=False, bos=True):

@@ -36,7 +36,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -449,6 +449,41 @@ def _reuse(rows: list[dict], variant: str, factor: float) -> list[dict]:
     return [{**r, "variant": variant, "factor": factor, "seconds": 0.0} for r in rows]
 
 
+def _pass_line(what: str, length: int, variant: str, row: dict, with_accuracy: bool) -> str:
+    """The log line of one finished pass."""
+    score = f"{100 * row['accuracy']:.0f}% " if with_accuracy else ""
+    return f"{what} {variant} {length}: {score}({row['seconds']:.0f} s)"
+
+
+def _variant_passes(
+    rows: list[dict],
+    variants: Sequence[str],
+    make_pass: Callable[[str], list[dict]],
+    describe: Callable[[str, dict], str],
+    factor: float,
+    longest: int,
+    ctx: int,
+    cache: PassCache | None,
+    index: int,
+    progress: bool,
+) -> int:
+    """Run ``make_pass(variant)`` (or read it back from ``cache``) for each variant into
+    ``rows``; a scaling rule that is the model as trained reuses the as-trained rows. Returns
+    the next pass index."""
+    trained: list[dict] | None = None
+    for variant in variants:
+        if trained is not None and _same_as_trained(variant, factor, longest, ctx):
+            rows.extend(_reuse(trained, variant, factor))
+            continue
+        done = _cached(cache, index, partial(make_pass, variant))
+        index += 1
+        rows.extend(done)
+        trained = done if variant == "as-trained" else trained
+        if progress:
+            log.info("%s", describe(variant, done[0]))
+    return index
+
+
 def run(
     lm: LoadedModel,
     make_batches,
@@ -490,49 +525,38 @@ def run(
         prompts = make_prompts(lm.tokenizer, lm.bos_token_id, length, n_prompts, seed)
         factor = max(1.0, length / ctx)
         longest = max(len(q.ids) for q in prompts)
-        trained: list[dict] | None = None
-        for variant in variants:
-            if trained is not None and _same_as_trained(variant, factor, longest, ctx):
-                rows.extend(_reuse(trained, variant, factor))
-                continue
-            done = _cached(
-                cache,
-                index,
-                partial(_passkey_rows, lm, prompts, variant, length, factor, ctx, p),
-            )
-            index += 1
-            rows.extend(done)
-            trained = done if variant == "as-trained" else trained
-            if progress:
-                log.info(
-                    "passkey %s %s %d: %.0f%% (%.0f s)",
-                    lm.name,
-                    variant,
-                    length,
-                    100 * done[0]["accuracy"],
-                    done[0]["seconds"],
-                )
+        index = _variant_passes(
+            rows,
+            variants,
+            partial(_passkey_rows, lm, prompts, length=length, factor=factor, ctx=ctx, p=p),
+            partial(_pass_line, f"passkey {lm.name}", length, with_accuracy=True),
+            factor,
+            longest,
+            ctx,
+            cache,
+            index,
+            progress,
+        )
     if loss_len:
         seqs = long_sequences(make_batches, lm.bos_token_id, loss_len, loss_seqs)
         if not seqs:
             raise InputError(f"the corpus has fewer than {loss_len} tokens for the loss probe")
         factor = max(1.0, loss_len / ctx)
         step = bucket or default_bucket(loss_len, ctx)
-        trained = None
-        for variant in variants:
-            if trained is not None and _same_as_trained(variant, factor, loss_len, ctx):
-                rows.extend(_reuse(trained, variant, factor))
-                continue
-            done = _cached(
-                cache,
-                index,
-                partial(_loss_rows, lm, seqs, variant, loss_len, factor, ctx, p, step),
-            )
-            index += 1
-            rows.extend(done)
-            trained = done if variant == "as-trained" else trained
-            if progress:
-                log.info("loss %s %s %d: %.0f s", lm.name, variant, loss_len, done[0]["seconds"])
+        _variant_passes(
+            rows,
+            variants,
+            partial(
+                _loss_rows, lm, seqs, loss_len=loss_len, factor=factor, ctx=ctx, p=p, step=step
+            ),
+            partial(_pass_line, f"loss {lm.name}", loss_len, with_accuracy=False),
+            factor,
+            loss_len,
+            ctx,
+            cache,
+            index,
+            progress,
+        )
     df = pd.DataFrame(rows).reindex(columns=COLUMNS)
     df["model"] = lm.name
     df["context"] = ctx

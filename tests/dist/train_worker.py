@@ -23,32 +23,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from rope_lens.train.config import ModelConfig, TrainConfig  # noqa: E402
-
-FIXTURE = Path(__file__).parents[1] / "fixtures" / "train"
+from rope_lens.train.config import TrainConfig  # noqa: E402
+from tests.helpers import tiny_train_config  # noqa: E402
 
 
 def config(**kw) -> TrainConfig:
     """A tiny run: 2 micro-batches per step, so 2 processes take one each."""
-    base = dict(
-        model=ModelConfig(
-            vocab_size=384, d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64
-        ),
-        encoding="0.75-rope",
-        data_source=str(FIXTURE),
-        seq_len=32,
-        batch_size=8,
-        micro_batch_size=4,
-        steps=6,
-        lr=3e-3,
-        warmup_steps=2,
-        eval_every=100,
-        eval_tokens=256,
-        ckpt_every=3,
-        log_every=1,
-        eval_lengths=(1,),
-    )
-    return TrainConfig(**{**base, **kw})
+    base = dict(steps=6, eval_every=100, eval_tokens=256, ckpt_every=3, eval_lengths=(1,))
+    return tiny_train_config(**{**base, **kw})
 
 
 def kill_at(rank: int, step: int) -> None:

@@ -248,11 +248,11 @@ def test_a_killed_run_resumes_from_its_finished_passes(tiny_lm, monkeypatch, tmp
     real = passkey._passkey_rows
     done = []
 
-    def dies_on_the_third(*args):
+    def dies_on_the_third(*args, **kw):
         if len(done) == 2:
             raise KeyboardInterrupt
         done.append(1)
-        return real(*args)
+        return real(*args, **kw)
 
     monkeypatch.setattr(passkey, "_passkey_rows", dies_on_the_third)
     with pytest.raises(KeyboardInterrupt):

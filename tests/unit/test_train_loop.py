@@ -7,31 +7,14 @@ import pytest
 import torch
 
 from rope_lens.errors import CheckpointError, InputError
-from rope_lens.train.config import ModelConfig, TrainConfig
-
-FIXTURE = Path(__file__).parents[1] / "fixtures" / "train"
+from rope_lens.train.config import TrainConfig
+from tests.helpers import TRAIN_FIXTURE as FIXTURE
+from tests.helpers import tiny_train_config
 
 
 def _cfg(**kw) -> TrainConfig:
-    base = dict(
-        model=ModelConfig(
-            vocab_size=384, d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64
-        ),
-        encoding="0.75-rope",
-        data_source=str(FIXTURE),
-        seq_len=32,
-        batch_size=8,
-        micro_batch_size=4,
-        steps=12,
-        lr=3e-3,
-        warmup_steps=2,
-        eval_every=6,
-        eval_tokens=512,
-        ckpt_every=4,
-        log_every=1,
-        eval_lengths=(1, 2),
-    )
-    return TrainConfig(**{**base, **kw})
+    base = dict(steps=12, eval_every=6, eval_tokens=512, ckpt_every=4, eval_lengths=(1, 2))
+    return tiny_train_config(**{**base, **kw})
 
 
 # Tiny matmuls gain nothing from threads; the shared fixture (tests/conftest.py) keeps this
