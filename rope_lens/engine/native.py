@@ -35,7 +35,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from rope_lens.engine.kernels import AttentionStats, attention_stats
+from rope_lens.engine.kernels import AttentionStats, attention_stats, per_query_head
 from rope_lens.inputs import Batch
 from rope_lens.rope import RopeError, RopeSpec, chunk_dims
 
@@ -90,7 +90,7 @@ class AttentionCall:
         if self.group == 1:
             return self.key
         if "k/per-head" not in self._cache:
-            self._cache["k/per-head"] = self.key.repeat_interleave(self.group, dim=1)
+            self._cache["k/per-head"] = per_query_head(self.key, self.n_heads)
         return self._cache["k/per-head"]
 
     def bphd(self, kind: str, stage: str) -> Float[Tensor, "batch pos head d_head"]:

@@ -239,13 +239,9 @@ def rope_layout(
             continue
         _check_agree(from_config, from_model, kind, layer)
         specs.append(from_config)
-    limit = {
-        layer: _static_up_to(cfg, _layer_params(params, layer_types[layer]))
-        for layer in range(n_layers)
-    }
-    specs = [
-        dataclasses.replace(spec, valid_positions=limit[i]) if limit[i] else spec
-        for i, spec in enumerate(specs)
+    specs = [  # LongRoPE / dynamic NTK: these frequencies hold up to the original length
+        dataclasses.replace(spec, valid_positions=_static_up_to(cfg, _layer_params(params, kind)))
+        for spec, kind in zip(specs, layer_types)
     ]
     return RopeLayout(
         layer_specs=tuple(specs),
