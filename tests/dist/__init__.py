@@ -11,6 +11,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def say(line: str) -> None:
+    """One whole line to stdout in one write: ranks share the pipe, and ``print`` writes the
+    text and its newline separately, so two ranks' lines could run together."""
+    sys.stdout.flush()
+    os.write(1, (line + "\n").encode())
+
+
 def torchrun(
     script: str, *args: str, nproc: int = 2, timeout: float = 300
 ) -> subprocess.CompletedProcess:

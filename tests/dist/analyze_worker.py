@@ -20,6 +20,7 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 from rope_lens import cli, distributed  # noqa: E402
+from tests.dist import say  # noqa: E402
 
 RUNS = {
     "band-norm": ["--analysis", "band-norm"],
@@ -63,10 +64,10 @@ def resume_run(model: str, prompts: str, out: Path) -> None:
     finally:
         extract.run_batches = real
     ckpt = out / f".band_norm.partial.rank{distributed.rank()}-of-2.safetensors"
-    print(f"rank {distributed.rank()} checkpoint kept: {ckpt.exists()}", flush=True)
+    say(f"rank {distributed.rank()} checkpoint kept: {ckpt.exists()}")
     distributed.barrier()
     assert cli.main(argv) == 0
-    print(f"rank {distributed.rank()} checkpoint after resume: {ckpt.exists()}", flush=True)
+    say(f"rank {distributed.rank()} checkpoint after resume: {ckpt.exists()}")
 
 
 def main() -> int:
@@ -74,7 +75,7 @@ def main() -> int:
     for name, extra in RUNS.items():
         code = cli.main(["analyze", *common(model, prompts), *extra, "--out", str(out / name)])
         assert code == 0, (name, code)
-        print(f"{name}: rank {distributed.rank()} ran {distributed.SHARDED['batches']} batches")
+        say(f"{name}: rank {distributed.rank()} ran {distributed.SHARDED['batches']} batches")
         distributed.SHARDED["batches"] = 0
     resume_run(model, prompts, out / "resume")
     return 0

@@ -19,6 +19,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
+from tests.dist import say  # noqa: E402
 from tests.dist.train_worker import config  # noqa: E402
 
 
@@ -82,8 +83,8 @@ def run(run_dir: Path, data_root: Path) -> None:
             info={"train_config": cfg.to_dict()}, state_dict=full,
         )  # fmt: skip
     dist.barrier()
-    print(f"rank {rank} of {world}: sharded {n_shard} of {n_full} parameters, "
-          f"loss {float(loss) / world:.8f}", flush=True)  # fmt: skip
+    say(f"rank {rank} of {world}: sharded {n_shard} of {n_full} parameters, "
+        f"loss {float(loss) / world:.8f}")  # fmt: skip
 
 
 def main() -> int:

@@ -24,6 +24,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 from rope_lens.train.config import TrainConfig  # noqa: E402
+from tests.dist import say  # noqa: E402
 from tests.helpers import tiny_train_config  # noqa: E402
 
 
@@ -41,7 +42,7 @@ def kill_at(rank: int, step: int) -> None:
 
     def step_or_die(run, fwd):
         if run.accelerator.process_index == rank and run.step + 1 == step:
-            print(f"rank {rank}: SIGKILL before step {step}", flush=True)
+            say(f"rank {rank}: SIGKILL before step {step}")
             os.kill(os.getpid(), signal.SIGKILL)
         return real(run, fwd)
 
@@ -69,7 +70,7 @@ def main() -> int:
     from accelerate import PartialState
 
     world = PartialState().num_processes  # the processes that shared each step's micro-batches
-    print(f"rank {os.environ.get('RANK')} of {world}: step {res.step} completed {res.completed}")
+    say(f"rank {os.environ.get('RANK')} of {world}: step {res.step} completed {res.completed}")
     if fsdp_dir is not None:
         from tests.dist import fsdp_worker
 
