@@ -161,7 +161,7 @@ SPECS: dict[str, AnalysisSpec] = {
                     "sweep the number of lowest / highest chunks ablated",
                     choices=("none", "low", "high", "both"),
                 ),
-                Option("sweep_points", int, 8, "band sizes in a sweep"),
+                Option("sweep_points", int, 8, "band sizes in a sweep", minimum=1),
                 Option(
                     "spare_bos",
                     bool,

@@ -103,6 +103,7 @@ def _run_missing(
     with ``force``). The model is loaded once, by the first analysis that runs; a failure to
     load it ends the report at once."""
     from rope_lens import atomic
+    from rope_lens.cli import Parser
     from rope_lens.commands import analyze
     from rope_lens.errors import InputError
     from rope_lens.pipeline import load_for, run_request
@@ -125,7 +126,7 @@ def _run_missing(
             if not prompt.exists():
                 atomic.write_text(prompt, PROMPT)
             own = ["--prompts", str(prompt), "--layers", layers]
-        parser = argparse.ArgumentParser(prog=f"rope-lens analyze ({name})")
+        parser = Parser(prog=f"rope-lens analyze ({name})")  # bad --analyze-arg: one line
         analyze.add_arguments(parser)
         argv = ["--model", model, "--analysis", name, "--out", str(folder)]
         argv += ["--quiet"] if quiet else []  # else a token bar on a TTY (rope_lens.progress)
