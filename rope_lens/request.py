@@ -160,6 +160,16 @@ class AnalysisRequest:
         }
         return cls(**kw)
 
+    @classmethod
+    def build(cls, **options: Any) -> AnalysisRequest:
+        """From keyword options as a script writes them (``spread=True``, ``sweep="low"``):
+        the request's own fields go to their fields, every other analysis option to
+        ``extra`` (checked by :meth:`validate` like a CLI flag)."""
+        fields = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        own = {k: v for k, v in options.items() if k in fields}
+        extra = {k: v for k, v in options.items() if k not in fields}
+        return cls(**own, extra=extra)
+
     def replace(self, **changes: Any) -> AnalysisRequest:
         return dataclasses.replace(self, **changes)
 

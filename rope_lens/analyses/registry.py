@@ -124,7 +124,13 @@ SPECS: dict[str, AnalysisSpec] = {
             (
                 HEAD,
                 PROMPT_INDEX,
-                Option("query_pos", str, None, "query positions, e.g. 5 or 3,5-7,-1 (all)"),
+                Option(
+                    "query_pos",
+                    str,
+                    None,
+                    "query positions, e.g. 5, 3,5-7,-1 or all (default: all when the table "
+                    "stays under 5M rows, else the last query)",
+                ),
                 Option("key_pos", str, None, "key positions (default: all causal ones)"),
             ),
         ),
