@@ -156,6 +156,7 @@ def check_out(out: str | None) -> None:
 def run(args: argparse.Namespace) -> int:
     from rope_lens.analyses import ANALYSES
     from rope_lens.errors import InputError
+    from rope_lens.models.registry import provenance_of
     from rope_lens.request import check_model_name, default_results_dir
     from rope_lens.viz.report import render_report, write_report
     from rope_lens.viz.sections import sections_from_folder
@@ -188,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
     model_name = meta.get("model", folder.name)
     shown = {
         "model": model_name,
+        "weights": provenance_of(meta) or "?",
         "architecture": meta.get("architecture", "?"),
         "results folder": str(folder.resolve()),
         "tables": ", ".join(s.title for s in sections),

@@ -124,13 +124,15 @@ def _figure_html(fig: go.Figure, div_id: str, nonce: str) -> str:
 
 def _attention_html(view: Attention, div_id: str, nonce: str) -> str:
     patterns = view.patterns.tolist() if hasattr(view.patterns, "tolist") else view.patterns
-    # circuitsvis writes token text into the page with innerHTML (a token "<img onerror=...>"
-    # becomes an element), so tokens are HTML-escaped here; its buttons then show them verbatim.
+    # Token text goes in as text, escaped once, for the one context it lands in: a JSON string
+    # inside <script> (safe_json). circuitsvis' AttentionHeads draws tokens on a canvas and
+    # head names as React text nodes, neither of which parses HTML, so HTML-escaping them too
+    # showed "&#x27;m" and "&lt;|im_start|&gt;" (tests/integration/test_report_browser.py).
     props = safe_json(
         {
-            "tokens": [html.escape(str(t)) for t in view.tokens],
+            "tokens": [str(t) for t in view.tokens],
             "attention": patterns,
-            "attentionHeadNames": [html.escape(str(h)) for h in view.head_names],
+            "attentionHeadNames": [str(h) for h in view.head_names],
             "maskUpperTri": True,
         }
     )

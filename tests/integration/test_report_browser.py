@@ -140,3 +140,29 @@ def test_model_report_runs_offline_and_renders(tmp_path):
     dom = chromium(tmp_path, "--dump-dom", path.as_uri()).stdout
     assert 'data-render-errors="0"' in dom
     assert f'data-figures-rendered="{n_figures}"' in dom
+
+
+@needs_chromium
+def test_token_text_is_shown_as_text_in_the_browser(tmp_path):
+    """What a reader sees: ``'`` and ``<|im_start|>`` in circuitsvis' head labels and in plotly's
+    token ticks, not ``&#x27;`` / ``&lt;|im_start|&gt;`` (the DOM dump serialises a text "<" as
+    one "&lt;"; text escaped twice would read "&amp;lt;")."""
+    import plotly.graph_objects as go
+
+    from rope_lens.viz.report import Attention, Section
+    from rope_lens.viz.tokens import token_label
+    from tests.viz_frames import attention
+
+    tokens = ["<|im_start|>", "I", "'m", " sure"]
+    ticks = [token_label(t, p) for p, t in enumerate(tokens)]
+    fig = go.Figure(go.Bar(x=ticks, y=[1, 2, 3, 4]))
+    view = Attention(tokens, attention(len(tokens), heads=1), ["head it's <|im_start|>"])
+    page = render_report([Section("tokens", figures=[fig], attention=[view])], TITLE)
+    path = write_report(page, tmp_path / "tokens.html")
+    dom = chromium(tmp_path, "--dump-dom", path.as_uri()).stdout
+    assert 'data-render-errors="0"' in dom and 'data-attention-rendered="1"' in dom
+    assert "head it's &lt;|im_start|&gt;</h4>" in dom  # circuitsvis head tile: plain text
+    assert ">0: &lt;|im_start|&gt;</text>" in dom and ">2: 'm</text>" in dom  # plotly ticks
+    shown = re.sub(r"<script.*?</script>", "", dom, flags=re.S)  # the libraries' own code
+    shown = re.sub(r'data-unformatted="[^"]*"', "", shown)  # plotly keeps its input here
+    assert "&amp;lt;" not in shown and "&amp;#x27;" not in shown and "&#x27;" not in shown
