@@ -37,6 +37,7 @@ from rope_lens.train.metrics import MetricsLog, lr_factor
 from rope_lens.train.model import build_model, count_parameters
 
 RESULTS = "results.json"
+PROGRESS_LINES_S = 30.0  # seconds between progress lines when stderr is not a terminal
 logger = logging.getLogger(__name__)
 
 
@@ -425,6 +426,7 @@ def _train(
         total=cfg.steps * cfg.tokens_per_step,
         initial=run.step * cfg.tokens_per_step,
         show=run.main and progress,
+        lines_every=PROGRESS_LINES_S,  # off a TTY (nohup, CI): a plain line now and then
     )
     t0 = time.perf_counter()
     tokens_seen = run.step * cfg.tokens_per_step
