@@ -229,6 +229,43 @@ class Lens:
         )
         return module.analyze(self.lm, make, check_layers(self.lm, wanted), options, progress)
 
+    @checked_here
+    def show_head(
+        self,
+        layer: int,
+        head: int,
+        texts: str | None = None,
+        *,
+        query_pos: int | None = None,
+        corpus: pd.DataFrame | None = None,
+        band_norm: pd.DataFrame | None = None,
+        max_len: int = 64,
+    ):
+        """The head explorer for one head: its attention pattern on a prompt (circuitsvis),
+        its q and k spectra, its diag / prev / sink scores and class, the per-frequency
+        decomposition of one query's logits (``query_pos``, default the last) and its
+        rotation-ablation effect. Shown inline in Jupyter (an offline page); ``.save(path)``,
+        ``.figures``.
+
+        Args:
+            texts: the prompt (default: the report's short prompt with three apostrophes).
+            corpus: a heads table (``lens.run("heads")``) for corpus-level scores and class.
+            band_norm: a band-norm table for the corpus-level spectra beside the prompt's.
+        """
+        from rope_lens.analyses.head_explorer import explore
+        from rope_lens.analyses.head_options import check_head
+        from rope_lens.request import APOSTROPHE_PROMPT
+        from rope_lens.viz.head_page import HeadPage, head_view
+
+        lm = self.lm
+        (layer_index,) = check_layers(lm, check_layers_arg([layer]))
+        head_index = check_head(lm, head)
+        assert head_index is not None
+        batch = next(iter(self.batches(texts=texts or APOSTROPHE_PROMPT, max_len=max_len)()))
+        table = explore(lm, batch, [layer_index], [head_index], query_pos)
+        view = head_view(table, layer_index, head_index, corpus, band_norm)
+        return HeadPage(view, {"model": lm.name, "weights": lm.provenance})
+
     def summarize(self, analysis: str, df: pd.DataFrame) -> str:
         """The CLI's end-of-run summary for a table from :meth:`run`."""
         return importlib.import_module(_spec(analysis).module).summarize(df)

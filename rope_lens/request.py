@@ -26,6 +26,10 @@ from rope_lens.errors import InputError, ModelNotFoundError
 BATCH_SIZE = 4
 MAX_LEN = 512
 CHECKPOINT_EVERY_S = 60.0
+# The report's one-prompt analyses (per-token, decompose, head-explorer) and ``lens.show_head``
+# read this prompt. The paper's 20-token prompt with three apostrophes is unpublished; this one
+# has the same shape.
+APOSTROPHE_PROMPT = "I'm sure it's the one you'd like to read, isn't it? We'll see."
 # The smallest value of each input option that means something (the CLI and ``Lens`` refuse
 # anything below it in one line: ``limit=0`` once meant "all texts", ``limit=-1`` "all but one").
 INPUT_MINIMUMS = {"batch_size": 1, "limit": 1, "max_tokens": 1, "max_len": 2}

@@ -13,17 +13,27 @@ import argparse
 import logging
 from pathlib import Path
 
+from rope_lens.request import APOSTROPHE_PROMPT
+
 NAME = "report"
 HELP = "write a self-contained offline HTML report (figures + findings) for a model or folder"
 
 log = logging.getLogger(__name__)
 # Ablations are left out by default: a sweep costs minutes and its band is the user's choice.
-DEFAULT_ANALYSES = ("band-norm", "heads", "profiles", "apostrophe", "per-token", "decompose")
+DEFAULT_ANALYSES = (
+    "band-norm",
+    "heads",
+    "profiles",
+    "apostrophe",
+    "per-token",
+    "decompose",
+    "head-explorer",
+)
 # Per-token and decompose look at one prompt, token by token. The paper's 20-token prompt with
 # three apostrophes is unpublished; this one has the same shape. It is written into the results
 # folder so that the tables' sidecars name a stable file.
-ONE_PROMPT = ("per-token", "decompose")
-PROMPT = "I'm sure it's the one you'd like to read, isn't it? We'll see.\n"
+ONE_PROMPT = ("per-token", "decompose", "head-explorer")
+PROMPT = APOSTROPHE_PROMPT + "\n"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -118,14 +128,16 @@ def _run_missing(
             continue
         own: list[str] = ["--spread"] if name == "heads" else []  # Fig 18 needs the entropy
         if name in ONE_PROMPT:
-            layers = picked_layers(folder)  # from the saved head scores
-            if layers is None:
-                log.warning("skipping %s: it needs the heads analysis to pick layers", name)
-                continue
             prompt = folder / "prompt.txt"
             if not prompt.exists():
                 atomic.write_text(prompt, PROMPT)
-            own = ["--prompts", str(prompt), "--layers", layers]
+            own = ["--prompts", str(prompt)]
+            if name != "head-explorer":  # the explorer covers every head of every layer
+                layers = picked_layers(folder)  # from the saved head scores
+                if layers is None:
+                    log.warning("skipping %s: it needs the heads analysis to pick layers", name)
+                    continue
+                own += ["--layers", layers]
         parser = Parser(prog=f"rope-lens analyze ({name})")  # bad --analyze-arg: one line
         analyze.add_arguments(parser)
         argv = ["--model", model, "--analysis", name, "--out", str(folder)]

@@ -166,3 +166,32 @@ def test_token_text_is_shown_as_text_in_the_browser(tmp_path):
     shown = re.sub(r"<script.*?</script>", "", dom, flags=re.S)  # the libraries' own code
     shown = re.sub(r'data-unformatted="[^"]*"', "", shown)  # plotly keeps its input here
     assert "&amp;lt;" not in shown and "&amp;#x27;" not in shown and "&#x27;" not in shown
+
+
+@needs_chromium
+@pytest.mark.parametrize("key", ["L1H2", "L0H3"])
+def test_head_explorer_page_opens_from_its_link(tiny_lm, tmp_path, key):
+    """``report.html#head-L1H2`` opens that head's page: its title, four figures and its
+    circuitsvis pattern render, offline, with no error; the page links every head."""
+    from rope_lens.analyses.head_explorer import explore
+    from rope_lens.viz.sections import sections_from_folder
+    from tests.helpers import one_batch
+
+    lm = tiny_lm("llama")
+    batch = one_batch(lm, ["I'm sure it's the one <|im_start|> you'd like"])
+    folder = tmp_path / "results"
+    save_table(explore(lm, batch, range(lm.n_layers)), folder / "head_explorer",
+               {"model": lm.name, "analysis": "head-explorer"})  # fmt: skip
+    save_table(heads_frame(n_layers=lm.n_layers, n_heads=lm.n_heads), folder / "heads", {})
+    sections, _ = sections_from_folder(folder)
+    path = write_report(render_report(sections, TITLE), folder / "report.html")
+    page = path.read_text(encoding="utf-8")
+    assert f'href="#head-{key}"' in page
+    dom = chromium(tmp_path, "--dump-dom", path.as_uri() + f"#head-{key}").stdout
+    layer, head = key[1:].split("H")
+    assert f'data-head="{key}"' in dom and 'data-render-errors="0"' in dom
+    assert f'<h3 id="head-title">Layer {layer} Head {head} ({key})</h3>' in dom
+    n_figures = page.count('class="figure')  # the explorer's four and the heads section's
+    assert f'data-figures-rendered="{n_figures}"' in dom
+    assert 'data-attention-rendered="1"' in dom
+    assert f"Layer {layer} Head {head}</h4>" in dom  # circuitsvis' tile for this head
