@@ -32,7 +32,7 @@ from rope_lens.analyses.head_explorer import SCORES, records
 from rope_lens.viz.chunks import fmt_frequency, fmt_wavelength
 from rope_lens.viz.report import Attention, Section, render_report, safe_json
 from rope_lens.viz.style import CATEGORICAL, styled
-from rope_lens.viz.tokens import contribution_bars, token_label
+from rope_lens.viz.tokens import token_label
 
 SCORE_NAMES = {"diag_score": "diagonal", "prev_score": "previous-token", "sink_score": "sink"}
 TOP_KEYS = 3  # keys shown in the logit decomposition: the largest logits of the query
@@ -54,6 +54,14 @@ class HeadView:
     summary: str
     figures: list[go.Figure]
     attention: Attention
+
+
+def _titled(fig: go.Figure, title: str) -> go.Figure:
+    """The house title, without the template: :func:`styled` applies it once per page (the
+    report shares one template among every head's figures; deep-copying it per figure made a
+    270-head report take minutes)."""
+    fig.update_layout(title=dict(text=title, x=0.02, xanchor="left"))
+    return fig
 
 
 def heads_in(explorer: pd.DataFrame) -> list[tuple[int, int]]:
@@ -116,7 +124,7 @@ def spectrum_figure(explorer, layer, head, band_norm: pd.DataFrame | None = None
     fig.update_xaxes(title_text="chunk (0 = highest frequency)")
     fig.update_yaxes(title_text="mean chunk norm", rangemode="tozero")
     fig.update_layout(height=FIGURE_HEIGHT)
-    return styled(fig, f"q and k spectra, layer {layer} head {head}")
+    return _titled(fig, f"q and k spectra, layer {layer} head {head}")
 
 
 def scores_figure(explorer, layer, head, corpus: pd.DataFrame | None = None) -> go.Figure:
@@ -132,27 +140,35 @@ def scores_figure(explorer, layer, head, corpus: pd.DataFrame | None = None) -> 
     fig.add_hline(y=0.5, line_dash="dash", annotation_text="class threshold 0.5")
     fig.update_yaxes(title_text=f"mean attention ({where})", range=[0, 1.05])
     fig.update_layout(height=FIGURE_HEIGHT)
-    return styled(fig, f"Scores and class: {cls} (layer {layer} head {head}, {where})")
+    return _titled(fig, f"Scores and class: {cls} (layer {layer} head {head}, {where})")
 
 
 def logits_figure(explorer, layer, head) -> go.Figure:
-    """Per-chunk contributions of one query against its strongest keys (App. E.1)."""
+    """Per-chunk contributions of one query against its strongest keys (App. E.1), as
+    ``rope_lens.viz.tokens.contribution_bars`` draws them."""
     rows = _one(records(explorer, "logits"), layer, head)
     if rows.empty:
         raise LookupError(f"no logit decomposition for layer {layer} head {head}")
     query = int(rows["query_pos"].iloc[0])
     tokens = records(explorer, "token").set_index("query_pos")["label"]
-    frame = rows.rename(columns={"value": "contribution", "label": "key_token"}).assign(
-        query_token=str(tokens.get(query, "")),
-    )
-    frame["logit"] = frame.groupby("key_pos")["contribution"].transform("sum")
-    top = frame.drop_duplicates("key_pos").nlargest(TOP_KEYS, "logit")["key_pos"].tolist()
-    fig = contribution_bars(
-        frame, layer, head, query, sorted(top),
-        f"Logit by frequency, query {token_label(tokens.get(query, ''), query)}",
-    )  # fmt: skip
-    fig.update_layout(height=FIGURE_HEIGHT)
-    return fig
+    logit = rows.groupby("key_pos")["value"].sum()
+    fig = go.Figure()
+    for i, key in enumerate(sorted(logit.nlargest(TOP_KEYS).index)):
+        part = rows[rows["key_pos"] == key].sort_values("chunk")
+        name = token_label(str(tokens.get(key, "")), int(key))
+        fig.add_trace(
+            go.Bar(
+                x=part["chunk"].to_numpy(), y=part["value"].to_numpy(), name=f"key {name}",
+                marker_color=CATEGORICAL[i % len(CATEGORICAL)],
+                hovertemplate=f"key {name}<br>chunk %{{x}}<br>contribution %{{y:.3f}}"
+                f"<br>(logit {logit[key]:.2f})<extra></extra>",
+            )
+        )  # fmt: skip
+    fig.update_layout(barmode="group", height=FIGURE_HEIGHT)
+    fig.update_xaxes(title_text="chunk (0 = highest frequency)")
+    fig.update_yaxes(title_text="contribution to the logit")
+    query_text = token_label(str(tokens.get(query, "")), query)
+    return _titled(fig, f"Logit by frequency, query {query_text} (its {TOP_KEYS} largest logits)")
 
 
 def ablation_figure(explorer, layer, head) -> go.Figure:
@@ -176,7 +192,7 @@ def ablation_figure(explorer, layer, head) -> go.Figure:
     fig.update_layout(barmode="group", height=FIGURE_HEIGHT)
     fig.update_yaxes(title_text="change of its own score", zeroline=True)
     note = ", ".join(f"{b} half Δloss {v:+.3f}" for b, v in loss.items() if v == v)
-    return styled(fig, f"Rotation ablation of layer {layer} (its effect on this head; {note})")
+    return _titled(fig, f"Rotation ablation of layer {layer} (its effect on this head; {note})")
 
 
 def attention_view(explorer, layer, head) -> Attention:
@@ -220,7 +236,8 @@ def head_view(
 
 def head_page(view: HeadView, meta: dict[str, object] | None = None) -> str:
     """A standalone, offline HTML page for one head (the report's page machinery)."""
-    section = Section(view.title, [view.summary], view.figures, attention=[view.attention])
+    figures = [styled(f) for f in view.figures]
+    section = Section(view.title, [view.summary], figures, attention=[view.attention])
     return render_report([section], f"Head explorer: {view.title}", meta)
 
 
@@ -230,7 +247,7 @@ class HeadPage:
 
     def __init__(self, view: HeadView, meta: dict[str, object] | None = None) -> None:
         self.view, self.meta = view, meta
-        self.figures, self.attention = view.figures, view.attention
+        self.figures, self.attention = [styled(f) for f in view.figures], view.attention
         self.html = head_page(view, meta)
 
     def save(self, path) -> Any:
@@ -257,7 +274,7 @@ def _plain(fig: go.Figure) -> dict[str, Any]:
     """A figure as JSON-ready data and layout, without the house template (shared once)."""
     from plotly.io.json import to_json_plotly
 
-    d = json.loads(str(to_json_plotly(styled(fig).to_dict())))
+    d = json.loads(str(to_json_plotly(fig.to_dict())))
     d["layout"].pop("template", None)
     return {"data": d["data"], "layout": d["layout"]}
 
@@ -275,10 +292,14 @@ def explorer_section(
 ) -> Section:
     """The report's head explorer: a selector, one head's page at a time, and a table of every
     head linking to its page (``#head-L3H2``; the class map's cells link there too)."""
-    pairs = heads_in(explorer)
-    views = {
-        head_key(ly, hd): head_view(explorer, ly, hd, corpus_heads, band_norm) for ly, hd in pairs
-    }
+    # One small table per head (its rows and the tokens), split once: filtering the whole
+    # table for every figure of every head was most of the report's time.
+    explorer = explorer.astype({"label": object})  # arrow strings are slow to slice per head
+    tokens = records(explorer, "token")
+    views = {}
+    for (ly, hd), rows in explorer[explorer["record"] != "token"].groupby(["layer", "head"]):
+        own = pd.concat([tokens, rows], ignore_index=True)
+        views[head_key(ly, hd)] = head_view(own, int(ly), int(hd), corpus_heads, band_norm)
     first = next(iter(views.values()))
     n_fig = max(len(v.figures) for v in views.values())
     data = {
