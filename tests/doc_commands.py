@@ -11,6 +11,8 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.helpers import TINY_TRAIN_SETS
+
 ROOT = Path(__file__).parents[1]
 DOCUMENTS = (
     ROOT / "README.md",
@@ -49,26 +51,11 @@ _ANALYSIS_BUDGET = {
     "sinks": ["--sink-prompts", "1", "--sink-len", "16"],
     "ablation": ["--sweep-points", "2"],
 }
-TRAIN_BUDGET = [
-    f"--set={kv}"
-    for kv in (
-        "model.vocab_size=384",
-        "model.d_model=32",
-        "model.n_layers=1",
-        "model.n_heads=2",
-        "model.n_kv_heads=1",
-        "model.head_dim=16",
-        "model.d_ff=64",
-        "seq_len=32",
-        "batch_size=8",
-        "micro_batch_size=8",
-        "steps=2",
-        "warmup_steps=1",
-        "ckpt_every=1",
-        "eval_tokens=128",
-        "eval_lengths=1",
-    )
-] + ["--data-source", str(ROOT / "tests" / "fixtures" / "train"), "--quiet"]
+TRAIN_BUDGET = TINY_TRAIN_SETS + [
+    "--data-source",
+    str(ROOT / "tests" / "fixtures" / "train"),
+    "--quiet",
+]
 _SCRIPT_BUDGET = {
     "figures/compute_results.py": ["--limit", "1", "--max-len", "96", "--threads", "1"],
     "figures/paper_figures.py": ["--formats", "html", "--theory", "skip"],
