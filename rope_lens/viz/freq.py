@@ -169,6 +169,7 @@ BAR_BELOW = 90  # a horizontal colour bar under a panel's x-axis title
 ROW_GAP = 120  # the x-axis title of one row and the subplot titles of the next
 MARGIN = dict(l=80, r=80, t=110, b=70)
 MAX_PER_ROW = 4
+TITLE_PAD, TITLE_LINE, SUBTITLE_LINE = 22, 26, 18  # px: a figure title's lines, a panel's
 PAGE_WIDTH = 1500  # the report's page (rope_lens.viz.report)
 
 
@@ -323,18 +324,27 @@ def band_norm_panels(
         if list(cols) != list(range(int(min(cols)), int(min(cols)) + len(cols))):
             # Gaps (e.g. Gemma 3's full layers 5, 11, 17): one cell per column, not stretched.
             fig.update_xaxes(type="category", row=row, col=col)
-        if not spaced:  # axis titles once, on the outer panels of each row
+        if not spaced:  # axis labels once, on the outer panels of each row (shared ladder)
+            hide = dict(title_text=None, showticklabels=False, row=row, col=col)
             if col > 1:
-                fig.update_yaxes(title_text=None, row=row, col=col, secondary_y=False)
+                fig.update_yaxes(secondary_y=False, **hide)
             if not last_in_row:
-                fig.update_yaxes(title_text=None, row=row, col=col, secondary_y=True)
+                fig.update_yaxes(secondary_y=True, **hide)
+    # The title (two lines with the model's name) sits at the top, above the subplot titles
+    # (two lines for Gemma 3's layer types), each given its own band of the top margin.
+    title_lines = (title or "").count("<br>") + 1 if title else 0
+    sub_lines = max((name.count("<br>") + 1 for name, _ in items), default=0)
+    top = TITLE_PAD + TITLE_LINE * title_lines + SUBTITLE_LINE * sub_lines + 12
     fig.update_layout(
         width=grid.width,
-        height=grid.height,
-        margin=grid.margin,
+        height=grid.height - grid.margin["t"] + top,
+        margin=dict(grid.margin, t=top),
         autosize=False,
     )
-    return styled(fig, title)
+    styled(fig, title)
+    if title:
+        fig.update_layout(title=dict(y=1, yref="container", yanchor="top", pad=dict(t=TITLE_PAD)))
+    return fig
 
 
 def qkv_panels(df: pd.DataFrame, title: str | None = None) -> go.Figure:

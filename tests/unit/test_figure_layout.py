@@ -69,7 +69,10 @@ def layout_problems(fig, width: float, height: float) -> list[str]:
         row_end = max(p["x"][1] for p in row)
         for left, right in zip(row, row[1:]):
             gap = (right["x"][0] - left["x"][0] - (left["x"][1] - left["x"][0])) * plot_w
-            labelled = bool(right["left"].title.text) or bool(left["right"].title.text)
+            labelled = any(
+                bool(axis.title.text) or axis.showticklabels is not False
+                for axis in (right["left"], left["right"])
+            )  # facing sides with a title or tick labels
             if labelled and gap < MIN_LABELLED_GAP:
                 problems.append(f"{gap:.0f} px between labelled panels (< {MIN_LABELLED_GAP})")
         for p in row:
@@ -78,6 +81,7 @@ def layout_problems(fig, width: float, height: float) -> list[str]:
                 continue
             if bar.x is None or bar.x < row_end:
                 problems.append(f"a vertical colour bar at x={bar.x} inside its row")
+    problems += _title_problems(fig, height)
     for note in fig.layout.annotations:  # subplot titles
         panel = min(panels, key=lambda p: abs(sum(p["x"]) / 2 - note.x))
         longest = max(len(line) for line in str(note.text).split("<br>"))
@@ -87,11 +91,33 @@ def layout_problems(fig, width: float, height: float) -> list[str]:
     return problems
 
 
+def _title_problems(fig, height: float) -> list[str]:
+    """The figure title's bottom edge against the top of the highest subplot title (plotly puts
+    an unanchored title in the middle of the top margin; 22 px a line, 16 px a subplot line)."""
+    title = fig.layout.title
+    if not title.text or not fig.layout.annotations:
+        return []
+    lines = str(title.text).count("<br>") + 1
+    top_margin = fig.layout.margin.t if fig.layout.margin.t is not None else 100
+    if title.yref == "container" and title.yanchor == "top":
+        bottom = (1 - (title.y if title.y is not None else 1)) * height
+        bottom += (title.pad.t or 0) + 22 * lines
+    else:
+        bottom = top_margin / 2 + 11 * lines
+    sub = max(str(a.text).count("<br>") + 1 for a in fig.layout.annotations)
+    highest = top_margin - 16 * sub - 4
+    return (
+        [f"title ends at {bottom:.0f} px, panel titles start at {highest:.0f}"]
+        if bottom > highest
+        else []
+    )
+
+
 def _figures(model: str):
     df = band_norm_frame(model=model, **MODELS[model])
-    yield "fig13_qkv_per_layer", freq.qkv_panels(df, f"q, k, v ({model})")
+    yield "fig13_qkv_per_layer", freq.qkv_panels(df, f"q, k, v<br><sup>{model}</sup>")
     for kind, key in (("q", "fig03a_query_per_layer"), ("k", "fig03b_key_per_layer")):
-        yield key, freq.layer_frequency_heatmap(df, kind)
+        yield key, freq.layer_frequency_heatmap(df, kind, f"{kind} per layer<br><sup>{model}</sup>")
     domains = {f"({chr(97 + i)}) {d}": df for i, d in enumerate(("it", "zh", "py", "math"))}
     yield "fig19_query_by_domain", freq.band_norm_panels(domains, "q", shared_scale=True)
 
