@@ -38,6 +38,11 @@ SKIPPED: tuple[tuple[str, str], ...] = (
         "trains the whole grid (24 runs); tests/unit/test_train_table.py covers it tiny",
     ),
     (r"^rope-lens table .*--collect-only", "summarises the grid the skipped command trains"),
+    (
+        r"figures/docs_images\.py",
+        "PNG export (kaleido) of the docs' images from full results; their layout is "
+        "tests/unit/test_figure_layout.py's",
+    ),
 )
 
 # What each command gets on top of its own flags so that it finishes in seconds (argparse keeps
