@@ -34,6 +34,11 @@ SKIPPED: tuple[tuple[str, str], ...] = (
     ),
     (r"\./my-hf-folder|prompts\.jsonl|<commit>", "placeholder paths for the reader's own files"),
     (
+        r"--out runs/(t1|t2|tab0|tab1|det)$",
+        "the determinism measurement: full cpu-preset trainings compared bit for bit; "
+        "tests/unit/test_train_determinism.py runs --deterministic tiny",
+    ),
+    (
         r"^rope-lens table (?!.*--collect-only)",
         "trains the whole grid (24 runs); tests/unit/test_train_table.py covers it tiny",
     ),
