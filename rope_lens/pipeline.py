@@ -116,15 +116,55 @@ def run_request(req: AnalysisRequest, lm=None) -> int:
     req.validate()
     distributed.init(req.device)  # data-parallel under torchrun / accelerate launch (else no-op)
     out_dir = req.out_dir
-    check_writable(out_dir)
-    # Data-parallel: rank 0 holds the folder lock for all ranks (see rope_lens.distributed).
-    with distributed.main_only(folder_lock(out_dir, f"analyze {req.analysis}")):
-        from rope_lens import atomic
+    created = new_folders(out_dir)
+    try:
+        check_writable(out_dir)
+        # Data-parallel: rank 0 holds the folder lock for all ranks (see rope_lens.distributed).
+        with distributed.main_only(folder_lock(out_dir, f"analyze {req.analysis}")) as held:
+            from rope_lens import atomic
 
-        if distributed.is_main():
-            atomic.remove_stale(out_dir, ".*.tmp")  # left by a killed write; we hold the lock
-        distributed.barrier()
-        return _run_locked(req, out_dir, lm)
+            if distributed.is_main():
+                atomic.remove_stale(out_dir, ".*.tmp")  # left by a killed write; we hold the lock
+            distributed.barrier()
+            try:
+                return _run_locked(req, out_dir, lm)
+            except BaseException:
+                if created and held is not None:  # a refused run leaves nothing behind
+                    _drop_lock_if_alone(out_dir)
+                raise
+    finally:
+        remove_if_empty(created)
+
+
+def new_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first: what a run
+    creates, and removes again when it ends with nothing saved."""
+    out = []
+    for p in (folder, *folder.parents):
+        if p.exists():
+            break
+        out.append(p)
+    return out
+
+
+def remove_if_empty(folders: list[Path]) -> None:
+    for p in folders:  # deepest first; a folder something was saved into stays
+        try:
+            p.rmdir()
+        except OSError:
+            break
+
+
+def _drop_lock_if_alone(folder: Path) -> None:
+    """Remove the lock file of a folder this run created, when it is all the folder holds
+    (called while the lock is held, so no other process can be inside)."""
+    from rope_lens.lock import LOCK_NAME
+
+    try:
+        if [p.name for p in folder.iterdir()] == [LOCK_NAME]:
+            (folder / LOCK_NAME).unlink()
+    except OSError:
+        pass
 
 
 def _run_locked(req: AnalysisRequest, out_dir: Path, lm) -> int:
@@ -176,7 +216,8 @@ def _run_locked(req: AnalysisRequest, out_dir: Path, lm) -> int:
     inputs_sha = getattr(seqs, "sha256", None) or io.hash_tokens(seqs)  # token files: hashed once
     model_id = identity.model_identity(lm.folder, lm.revision)
     numeric = {**req.numeric_options(), "layers": layers, "dtype": str(lm.dtype)}
-    ident = identity.result_identity(model_id, name, numeric, inputs_sha)
+    fields = identity.identity_fields(model_id, name, numeric, inputs_sha)
+    ident = identity.digest(fields)
     meta = {
         **lm.metadata(),
         "folder": model_id["folder"],
@@ -191,11 +232,12 @@ def _run_locked(req: AnalysisRequest, out_dir: Path, lm) -> int:
         "layers": layers,
         "inputs_sha256": inputs_sha,
         "identity": ident,
+        "identity_fields": fields,
         "options": req.numeric_options(),
     }
     measured = MEASURED.get(name)
     if table.exists() and not req.force:
-        why = io.reusable(table, ident, measured)
+        why = io.reusable(table, fields, measured)
         if why is None:
             print(
                 f"{table} is up to date (same model, weights, inputs and options); --force recomputes it"

@@ -240,7 +240,7 @@ def test_truncated_or_short_table_is_never_up_to_date(model, tmp_path, capsys):
     # half the rows under the full table's metadata (e.g. a legacy table beside its sidecar)
     good.head(len(good) // 2).to_parquet(table, index=False)
     meta = json.loads(table.with_suffix(".json").read_text())
-    assert io.reusable(table, meta["identity"], ["mean_norm"]) is not None
+    assert io.reusable(table, meta["identity_fields"], ["mean_norm"]) is not None
     code, stdout, _ = _analyze(capsys, *args)
     assert code == 0 and "up to date" not in stdout and len(pd.read_parquet(table)) == len(good)
     # report refuses the short table with one line rather than drawing half of it
