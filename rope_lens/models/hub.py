@@ -64,3 +64,18 @@ def snapshot(repo_id: str, revision: str | None = None) -> Path:
             f"{repo_id!r} has no safetensors weights; rope-lens does not load pickled .bin files"
         )
     return Path(folder)
+
+
+def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
+    """The local snapshot folder of ``repo_id`` when it is cached, else None (never
+    downloads)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(
+            snapshot_download(
+                repo_id, revision=revision, allow_patterns=ALLOW_PATTERNS, local_files_only=True
+            )
+        )
+    except Exception:  # not cached, or not a valid repo id: nothing to check against
+        return None
