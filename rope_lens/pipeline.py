@@ -92,12 +92,41 @@ def load_for(req: AnalysisRequest):
     except RopeLensError:
         raise
     except Exception as err:  # corrupt files raise JSON, safetensors, tokenizers errors...
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ModelNotFoundError(
-            f"cannot load {req.model}: {type(err).__name__}: {first}. Its files look corrupt "
-            "or incomplete: re-download or reconvert it (delete its cached folder), or for a "
-            "training run resume it or use an intact checkpoint (--debug shows the traceback)"
-        ) from err
+        raise ModelNotFoundError(load_failure(req.model, err)) from err
+
+
+def load_failure(model: str, err: Exception) -> str:
+    """One line for a model that failed to load, naming the cause: code the model needs from
+    its repository, a corrupt or incomplete file, or (anything else) the error itself.
+    "Corrupt" is said only for errors that reading a damaged file raises."""
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(". ")
+    what = f"cannot load {model}: {type(err).__name__}: {first}"
+    if "custom code" in str(err) or "trust_remote_code" in str(err):
+        return (
+            f"cannot load {model}: it needs code from its repository (a tokenizer or model "
+            "class transformers does not have), and rope-lens runs none unless "
+            "--trust-remote-code is given: pass it only for a repository you trust"
+        )
+    if _reading_a_damaged_file(err):
+        return (
+            f"{what}. Its files look corrupt or incomplete: re-download or reconvert it "
+            "(delete its cached folder), or for a training run resume it or use an intact "
+            "checkpoint (--debug shows the traceback)"
+        )
+    return f"{what} (--debug shows the traceback)"
+
+
+def _reading_a_damaged_file(err: Exception) -> bool:
+    import json
+    import struct
+
+    if isinstance(err, json.JSONDecodeError | UnicodeDecodeError | EOFError | struct.error):
+        return True
+    module = type(err).__module__.split(".")[0]  # tokenizers / safetensors parse errors
+    text = str(err).lower()
+    return module in ("tokenizers", "safetensors") or any(
+        s in text for s in ("expected value", "unexpected end", "invalid header", "eof")
+    )
 
 
 def run_analysis(args: Any, lm=None) -> int:

@@ -28,6 +28,7 @@ def snapshot(repo_id: str, revision: str | None = None) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
+        HFValidationError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
     )
@@ -49,6 +50,11 @@ def snapshot(repo_id: str, revision: str | None = None) -> Path:
             allow_patterns=ALLOW_PATTERNS,
             local_files_only=offline,
         )
+    except HFValidationError as err:  # before the network: the name cannot be a repo
+        raise ModelNotFoundError(
+            f"{repo_id!r} is neither a model folder here nor a valid hub id (owner/name, of "
+            "letters, digits, '-', '_' and '.'): check the spelling, or the path"
+        ) from err
     except LocalEntryNotFoundError as err:
         raise ModelNotFoundError(hint) from err
     except GatedRepoError as err:

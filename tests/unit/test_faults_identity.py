@@ -253,3 +253,39 @@ def test_a_refused_run_leaves_no_results_folder(tiny_dirs, tmp_path, capsys, mon
     assert _analyze(capsys, "--model", str(model), "--prompts", str(ok), *QUIET)[0] == 0
     assert _analyze(capsys, "--model", str(model), "--prompts", "empty.txt", *QUIET)[0] == 2
     assert len(list((tmp_path / "results").glob("*/band_norm.parquet"))) == 1
+
+
+@pytest.fixture
+def custom_code_model(tiny_dirs, tmp_path):
+    """A model folder whose tokenizer is a class from the folder's own code (never run)."""
+    folder = Path(shutil.copytree(tiny_dirs["llama"], tmp_path / "custom"))
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["auto_map"] = {"AutoTokenizer": ["tokenization_x.XTokenizer", None]}
+    config["tokenizer_class"] = "XTokenizer"
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    (folder / "tokenization_x.py").write_text("raise SystemExit('custom code ran')\n")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "model, extra, message",
+    [
+        ("custom", [], "needs code from its repository"),
+        ("foo/bar/baz", [], "is neither a model folder here nor a valid hub id"),
+        ("bad id/x", [], "is neither a model folder here nor a valid hub id"),
+        ("llama", ["--device", "tpu"], "unknown --device 'tpu'; choose auto, cpu, cuda"),
+    ],
+)
+def test_load_errors_name_the_real_cause(
+    custom_code_model, tiny_dirs, prompts, tmp_path, capsys, model, extra, message
+):
+    """Item 5: "its files look corrupt" was said for a tokenizer needing custom code, a
+    malformed hub id and --device tpu; it is said only for a corrupt file."""
+    name = {"custom": str(custom_code_model), "llama": str(tiny_dirs["llama"])}.get(model, model)
+    out = tmp_path / "out"
+    code, _, err = _analyze(
+        capsys, "--model", name, "--out", str(out), "--prompts", str(prompts), *extra, *QUIET
+    )
+    assert code == 2
+    _one_line(err, message)
+    assert "corrupt" not in err and not out.exists()
