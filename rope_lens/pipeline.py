@@ -140,60 +140,29 @@ def run_analysis(args: Any, lm=None) -> int:
 def run_request(req: AnalysisRequest, lm=None) -> int:
     """Run ``req`` and save its table; 0 when saved or already up to date."""
     from rope_lens import distributed
-    from rope_lens.lock import folder_lock
+    from rope_lens.lock import folder_lock, new_folders
 
     req.validate()
     distributed.init(req.device)  # data-parallel under torchrun / accelerate launch (else no-op)
     out_dir = req.out_dir
-    created = new_folders(out_dir)
+    created = new_folders(out_dir)  # a refused run removes them again (rope_lens.lock)
     try:
         check_writable(out_dir)
         # Data-parallel: rank 0 holds the folder lock for all ranks (see rope_lens.distributed).
-        with distributed.main_only(folder_lock(out_dir, f"analyze {req.analysis}")) as held:
+        with distributed.main_only(folder_lock(out_dir, f"analyze {req.analysis}", created)):
             from rope_lens import atomic
 
             if distributed.is_main():
                 atomic.remove_stale(out_dir, ".*.tmp")  # left by a killed write; we hold the lock
             distributed.barrier()
+            return _run_locked(req, out_dir, lm)
+    except BaseException:
+        for p in created:  # check_writable made them, and failed before the lock was taken
             try:
-                return _run_locked(req, out_dir, lm)
-            except BaseException:
-                if created and held is not None:  # a refused run leaves nothing behind
-                    _drop_lock_if_alone(out_dir)
-                raise
-    finally:
-        remove_if_empty(created)
-
-
-def new_folders(folder: Path) -> list[Path]:
-    """``folder`` and those of its parents that do not exist yet, deepest first: what a run
-    creates, and removes again when it ends with nothing saved."""
-    out = []
-    for p in (folder, *folder.parents):
-        if p.exists():
-            break
-        out.append(p)
-    return out
-
-
-def remove_if_empty(folders: list[Path]) -> None:
-    for p in folders:  # deepest first; a folder something was saved into stays
-        try:
-            p.rmdir()
-        except OSError:
-            break
-
-
-def _drop_lock_if_alone(folder: Path) -> None:
-    """Remove the lock file of a folder this run created, when it is all the folder holds
-    (called while the lock is held, so no other process can be inside)."""
-    from rope_lens.lock import LOCK_NAME
-
-    try:
-        if [p.name for p in folder.iterdir()] == [LOCK_NAME]:
-            (folder / LOCK_NAME).unlink()
-    except OSError:
-        pass
+                p.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def _run_locked(req: AnalysisRequest, out_dir: Path, lm) -> int:

@@ -220,18 +220,26 @@ def read_results(path: Path) -> dict[str, Any]:
     not hold what a table needs: ``step``, and a perplexity per evaluated split)."""
     try:
         res = json.loads(path.read_text())
-        ok = isinstance(res, dict) and isinstance(res.get("step"), int)
-        final = res.get("final") if ok else None
-        ok = ok and isinstance(final, dict) and bool(final)
-        ok = ok and all(
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(
+            f"{path} is unreadable ({type(err).__name__}); delete it to retrain that cell"
+        ) from None
+    final = res.get("final") if isinstance(res, dict) else None
+    ok = (
+        isinstance(res, dict)
+        and isinstance(res.get("step"), int)
+        and isinstance(final, dict)
+        and bool(final)
+        and all(
             isinstance(v, dict) and isinstance(v.get("ppl"), int | float) for v in final.values()
         )
-        ok = ok and isinstance(res.get("train_config", {}), dict)
-        why = None if ok else "it lacks step, final perplexities or train_config"
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        why = type(err).__name__
-    if why is not None:
-        raise CheckpointError(f"{path} is unreadable ({why}); delete it to retrain that cell")
+        and isinstance(res.get("train_config", {}), dict)
+    )
+    if not ok:
+        raise CheckpointError(
+            f"{path} is unreadable (it lacks step, final perplexities or train_config); "
+            "delete it to retrain that cell"
+        )
     return res
 
 

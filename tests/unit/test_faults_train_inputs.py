@@ -214,3 +214,13 @@ def test_a_pickled_trainer_state_is_one_line_naming_the_cause(tmp_path, data_roo
     message = str(err.value)
     assert "pickled Python objects" in message and "\n" not in message
     assert "weights_only=False" not in message
+
+
+def test_a_refused_training_run_leaves_no_run_folder(capsys, tmp_path):
+    """Also-list (a refused run leaves nothing behind), for `train`: the run folder and its
+    lock were made before the data source was found missing."""
+    out = tmp_path / "runs" / "new"
+    argv = ["train", "--data-source", str(tmp_path / "no-such-data"), "--out", str(out)]
+    assert cli.main([*argv, "--data-root", str(tmp_path / "cache"), "--quiet"]) == 2
+    assert "error: " in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
