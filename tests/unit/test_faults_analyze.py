@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from rope_lens import cli, io
+from tests.helpers import one_error_line
 
 SMALL = ["--layers", "0", "--max-tokens", "60", "--batch-size", "2", "--no-progress"]
 
@@ -45,10 +46,7 @@ def _analyze(capsys, *argv):
     return code, out.out, out.err
 
 
-def _one_line(err: str, message: str) -> None:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert message in lines[0], lines[0]
+_one_line = one_error_line
 
 
 @pytest.fixture

@@ -14,8 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rope_lens import cli, identity, io
+from rope_lens import identity, io
 from rope_lens.errors import CheckpointError
+from tests.helpers import one_error_line, prompts_file, run_cli
 
 TEXTS = [f"Line {i}: it's a short text about positions and rotations." for i in range(6)]
 QUIET = ["--no-progress", "--batch-size", "2", "--threads", "1"]
@@ -23,21 +24,14 @@ QUIET = ["--no-progress", "--batch-size", "2", "--threads", "1"]
 
 @pytest.fixture(scope="module")
 def prompts(tmp_path_factory):
-    path = tmp_path_factory.mktemp("prompts") / "prompts.txt"
-    path.write_text("\n".join(TEXTS) + "\n")
-    return path
+    return prompts_file(tmp_path_factory.mktemp("prompts"), TEXTS)
 
 
 def _analyze(capsys, *argv):
-    code = cli.main(["analyze", *argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli(capsys, "analyze", *argv)
 
 
-def _one_line(err: str, message: str) -> None:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert message in lines[0], lines[0]
+_one_line = one_error_line
 
 
 # The sampling fingerprint this replaces: 33 blocks of 64 KiB spread over each file.

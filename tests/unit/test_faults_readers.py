@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rope_lens import cli, io
+from rope_lens import io
+from tests.helpers import prompts_file, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,9 +24,7 @@ ARGS = ["--batch-size", "2", "--threads", "1", "--no-progress"]
 
 @pytest.fixture(scope="module")
 def prompts(tmp_path_factory):
-    path = tmp_path_factory.mktemp("prompts") / "prompts.txt"
-    path.write_text("\n".join(LINES) + "\n")
-    return path
+    return prompts_file(tmp_path_factory.mktemp("prompts"), LINES)
 
 
 @pytest.fixture
@@ -38,10 +37,7 @@ def models(tiny_dirs, tmp_path):
     return a, b
 
 
-def _run(capsys, *argv):
-    code = cli.main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
+_run = run_cli
 
 
 def _analyze(capsys, model, out, prompts, *extra):

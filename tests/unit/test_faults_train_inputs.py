@@ -22,7 +22,7 @@ import pytest
 from rope_lens import cli
 from rope_lens.errors import CheckpointError
 from rope_lens.train.config import CPU
-from tests.helpers import TRAIN_FIXTURE, tiny_train_config
+from tests.helpers import TRAIN_FIXTURE, fails_in_one_line, tiny_train_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -40,12 +40,7 @@ def _train(cfg, run_dir, data_root, **kw):
     return train(cfg, run_dir, data_root=data_root, progress=False, **kw)
 
 
-def _one_error(capsys, argv, match):
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err
-    lines = [x for x in err.splitlines() if x.startswith("error:")]
-    assert len(lines) == 1 and match in lines[0], err
-    assert "Traceback" not in err
+_one_error = fails_in_one_line
 
 
 def test_resume_on_changed_training_text_is_refused(tmp_path, data_root):
