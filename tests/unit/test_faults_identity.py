@@ -283,3 +283,41 @@ def test_load_errors_name_the_real_cause(
     assert code == 2
     _one_line(err, message)
     assert "corrupt" not in err and not out.exists()
+
+
+def test_a_resume_checkpoint_of_the_weights_before_an_in_place_save_is_not_used(
+    wide_model, prompts, tmp_path, capsys, monkeypatch
+):
+    """Case 1, the resume side: partial sums of the old weights were resumed after the same
+    same-size save_pretrained (the checkpoint's key had the sampled fingerprint's blind spot).
+    Now the checkpoint is ignored and the table equals a fresh run on the new weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rope_lens import inputs
+
+    real = inputs.batches
+
+    def dying(*a, **k):
+        for i, b in enumerate(real(*a, **k)):
+            if i == 2:
+                raise KeyboardInterrupt
+            yield b
+
+    out = tmp_path / "out"
+    argv = ["--model", str(wide_model), "--prompts", str(prompts), *QUIET]
+    monkeypatch.setattr(inputs, "batches", dying)
+    code, _, _ = _analyze(capsys, *argv, "--out", str(out), "--checkpoint-every", "1e-9")
+    assert code == 130 and (out / ".band_norm.partial.safetensors").exists()
+    monkeypatch.setattr(inputs, "batches", real)
+    name = _unsampled_q_proj(wide_model / "model.safetensors")
+    assert name is not None
+    model = AutoModelForCausalLM.from_pretrained(wide_model)
+    with torch.no_grad():
+        model.get_parameter(name).mul_(3.0)
+    model.save_pretrained(wide_model)
+    assert _analyze(capsys, *argv, "--out", str(out))[0] == 0
+    assert _analyze(capsys, *argv, "--out", str(tmp_path / "fresh"))[0] == 0
+    resumed = pd.read_parquet(out / "band_norm.parquet")
+    fresh = pd.read_parquet(tmp_path / "fresh" / "band_norm.parquet")
+    pd.testing.assert_frame_equal(resumed, fresh)
