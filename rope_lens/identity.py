@@ -163,19 +163,36 @@ def _leaves(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _short(value: Any) -> str:
-    text = canonical(value)
-    return text[:12] + "…" if len(text) > 40 and isinstance(value, str) else text
+    if value is _ABSENT:
+        return "absent"
+    if isinstance(value, str) and len(value) > 24:  # a hash or a path: enough to tell apart
+        return value[:12] + "…"
+    return canonical(value)
+
+
+_ABSENT = object()
+
+
+def _name(key: str) -> str:
+    if key in FIELD_NAMES:
+        return FIELD_NAMES[key]
+    for prefix in ("options.extra.", "options."):  # extra: the options of later analyses
+        if key.startswith(prefix):
+            return "option " + key[len(prefix) :]
+    return key
 
 
 def differences(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
-    """The identity fields that differ, in words (``"model weights (...): 3fa2… -> 9c01…"``);
-    empty when ``saved`` and ``now`` agree on every field ``now`` has."""
+    """The identity fields that differ, in words (``"model weights (...): table 3fa2…, now
+    9c01…"``, ``"option max_len: table 512, now 16"``); empty when ``saved`` and ``now``
+    agree on every field either has."""
     a, b = _leaves(saved), _leaves(now)
+    order = list(FIELD_NAMES)
     out = []
-    for key in sorted(b, key=lambda k: (list(FIELD_NAMES).index(k) if k in FIELD_NAMES else 99, k)):
-        if a.get(key, "<absent>") != b[key]:
-            name = FIELD_NAMES.get(key, key.replace("options.", "option "))
-            out.append(f"{name}: table {_short(a.get(key, '<absent>'))}, now {_short(b[key])}")
+    for key in sorted(a.keys() | b.keys(), key=lambda k: (order.index(k) if k in order else 99, k)):
+        old, new = a.get(key, _ABSENT), b.get(key, _ABSENT)
+        if old != new:
+            out.append(f"{_name(key)}: table {_short(old)}, now {_short(new)}")
     return out
 
 
