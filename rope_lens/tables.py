@@ -30,7 +30,8 @@ class Folder:
 
     Attributes:
         tables: kind (``heads``, ``per_token``, ...) -> DataFrame; ``df.attrs["options"]``
-            holds the options the table was computed with (a panel checks what it claims).
+            holds the options the table was computed with and ``df.attrs["n_layers"]`` the
+            model's layer count (a panel checks what it claims).
         metas: kind -> the table's sidecar.
         left_out: (file, why) for every table that is not drawn.
         model: display name of the model (the sidecar's ``model``).
@@ -68,6 +69,9 @@ def read_table(path: Path, model: Mapping[str, Any] | None = None):
         if why is not None:
             return None, meta, why
     df.attrs["options"] = dict(meta.get("options") or {})
+    layer_types = (meta.get("rope") or {}).get("layer_types")
+    if isinstance(layer_types, list):  # the model's layer count: "first" / "last layer" panels
+        df.attrs["n_layers"] = len(layer_types)
     return df, meta, None
 
 

@@ -103,7 +103,8 @@ def pick_head(t: Tables, role: str, within: str) -> tuple[int, int]:
 
 
 def _role_head(h: pd.DataFrame, role: str) -> tuple[int, int]:
-    mid = h["layer"].max() / 2
+    # "early" / "late" halves of the model's layers (of the scored ones when unknown)
+    mid = (h.attrs.get("n_layers") or int(h["layer"].max()) + 1) / 2 - 0.5
     if role == "diag-first":
         return _best(h, "diag_score", lambda d: d["layer"] <= mid)
     if role == "diag-last":
@@ -257,12 +258,26 @@ def _band(kind: str, label: str, layer: int | None = None):
         df = t["band_norm"]
         if layer is None:
             return freq.layer_frequency_heatmap(df, kind, _t(label, model))
+        n_layers = df.attrs.get("n_layers")
+        if n_layers is not None:  # the model's first / last layer, not the table's
+            want = range(n_layers)[layer]
+            if want not in set(df["layer"]):
+                raise LookupError(
+                    f"the band_norm table holds layers {_span(df['layer'])}, not the model's "
+                    f"{'first' if layer == 0 else 'last'} layer {want}: rerun band-norm with "
+                    f"--layers {want} (or all layers)"
+                )
         shown = sorted(df["layer"].unique())[layer]
         return freq.head_frequency_heatmap(
             df, kind, int(shown), title=_t(f"{label} (layer {shown})", model)
         )
 
     return draw
+
+
+def _span(layers) -> str:
+    values = sorted(set(int(x) for x in layers))
+    return ", ".join(map(str, values)) if len(values) <= 4 else f"{values[0]}-{values[-1]}"
 
 
 def _domains(t: Tables, model: str) -> go.Figure:

@@ -273,3 +273,18 @@ def test_report_of_a_folder_of_two_models_leaves_the_odd_one_out(
     page = (tmp_path / "r.html").read_text()
     assert "Frequency profiles by head class" not in page and "profiles.parquet" in page
     assert "it is a table of another model: model folder" in caplog.text
+
+
+def test_first_layer_figures_need_the_models_first_layer(models, prompts, tmp_path, capsys):
+    """Issue 20 item 1, layers: Fig 4 (the first layer's heads) was drawn from whichever layer
+    a band-norm table began with (here layer 1 of 0-1); Fig 11 (the last layer) is right."""
+    a, _ = models
+    results = tmp_path / "results"
+    _analyze(capsys, a, results, prompts, "--layers", "1")
+    out = tmp_path / "figs"
+    argv = ["figures", "--results", str(results), "--out", str(out), "--formats", "html"]
+    code, stdout, _ = _run(capsys, *argv, "--theory", "skip")
+    assert code == 0
+    assert not list(out.glob("*/fig04a_query_per_head_first_layer.html"))
+    assert "not the model's first layer 0" in stdout
+    assert list(out.glob("*/fig11_query_per_head_last_layer.html"))
