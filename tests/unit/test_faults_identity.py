@@ -58,17 +58,23 @@ def _unsampled_q_proj(path: Path) -> str | None:
     return None
 
 
-@pytest.fixture
-def wide_model(tmp_path):
+@pytest.fixture(scope="module")
+def wide_model_built(tmp_path_factory):
     """A tiny llama whose weight file is larger than the old fingerprint's samples, with a
-    q_proj those samples never read."""
+    q_proj those samples never read (built once; tests change a copy)."""
     from rope_lens.models.tiny import tiny_model_dir
 
     folder = tiny_model_dir(
-        "llama", tmp_path / "model", intermediate_size=2048, num_hidden_layers=3
-    )
+        "llama", tmp_path_factory.mktemp("wide") / "model", intermediate_size=2048,
+        num_hidden_layers=3,
+    )  # fmt: skip
     assert _unsampled_q_proj(folder / "model.safetensors"), "try another width"
     return folder
+
+
+@pytest.fixture
+def wide_model(wide_model_built, tmp_path):
+    return Path(shutil.copytree(wide_model_built, tmp_path / "model"))
 
 
 def test_fine_tuned_weights_saved_into_the_same_folder_are_recomputed(
