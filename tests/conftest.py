@@ -5,6 +5,15 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if "ROPE_LENS_HASHES" not in os.environ:
+    # Weight-file digests of the tests' tmp folders (rope_lens.identity) go to a folder of
+    # their own, not into the user's cache, and go with the session.
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["ROPE_LENS_HASHES"] = tempfile.mkdtemp(prefix="rope-lens-hashes-")
+    atexit.register(shutil.rmtree, os.environ["ROPE_LENS_HASHES"], True)
 
 import pytest
 

@@ -38,3 +38,36 @@ def one_batch(lm, texts, window=64, count_bos=False, bos=True):
     return next(
         inputs.batches(seqs, len(seqs), lm.tokenizer.pad_token_id, has_bos, count_bos=count_bos)
     )
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """``rope-lens ARGV`` in this process: (exit status, stdout, stderr)."""
+    from rope_lens import cli
+
+    code = cli.main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def one_error_line(err: str, message: str) -> None:
+    """``err`` is exactly one ``error: ...`` line, and it says ``message``."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert message in lines[0], lines[0]
+
+
+def fails_in_one_line(capsys, argv, match: str) -> None:
+    """``rope-lens ARGV`` exits 2 with one ``error:`` line saying ``match``, no traceback
+    (other lines, e.g. warnings, may come before it)."""
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2, err
+    lines = [x for x in err.splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and match in lines[0], err
+    assert "Traceback" not in err
+
+
+def prompts_file(folder: Path, lines: list[str]) -> Path:
+    """``lines`` as a prompts file (one text per line) in ``folder``."""
+    path = folder / "prompts.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -138,6 +138,18 @@ class LossMeter:
     def loss(self) -> float:
         return self.nll / max(self.n, 1)
 
+    def require_targets(self, analysis: str) -> None:
+        """Refuse a loss over no targets (it would read as a perfect 0.0000).
+
+        Raises:
+            InputError: no counted next-token target in any text.
+        """
+        if self.n == 0:
+            raise InputError(
+                f"{analysis}: no next-token target to measure a loss on (every text is one "
+                "counted token); give longer texts (or drop --no-bos / add --count-bos)"
+            )
+
     # Resumable protocol (rope_lens.resume), used to merge data-parallel shards.
     def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         return {"nll": torch.tensor([self.nll], dtype=torch.float64)}, {"n": self.n}
@@ -330,6 +342,7 @@ def measure(
         run_batches(
             lm, make_batches(), tl_hooks, on_logits=meter, total=total, progress=progress, desc=desc
         )
+    meter.require_targets("ablation")
     return meter.loss, meter.n, scores.to_frame()
 
 
@@ -484,6 +497,11 @@ def configs_from_options(lm: LoadedModel, layers: Sequence[int], options: dict) 
         points = int(options.get("sweep_points") or 8)
         configs += sweep_configs(kind, sweep, n_chunks, layers, heads, points, spare)
     band = parse_band(options.get("band"), n_chunks)
+    if band is not None and band[0] == band[1]:
+        raise InputError(
+            f"band {options.get('band')!r} is empty (LO:HI with HI exclusive): it would ablate "
+            "nothing; give HI > LO, e.g. 0:8"
+        )
     if band is not None:
         configs.append(Ablation(kind, band[0], band[1], tuple(layers), heads, spare_first=spare))
     if not configs:

@@ -186,6 +186,8 @@ def run(
             if len(prompts) == n_prompts:
                 break
             length = min(int(batch.attention_mask[row].sum()), max_len)
+            if length < 2:  # no key after the first: nothing to compare BOS with
+                continue
             prompts.append(
                 Batch(
                     batch.input_ids[row : row + 1, :length],
@@ -196,6 +198,11 @@ def run(
             )
         if len(prompts) == n_prompts:
             break
+    if not prompts:
+        raise InputError(
+            "the sinks analysis needs a text of at least 2 tokens (a first token and a key "
+            "after it); every text here is shorter: give longer texts (or drop --no-bos)"
+        )
     channels = bos_channel_table(lm, prompts, layers)
     head_cols = scores[["layer", "layer_type", "head", "kv_head", "sink_score", "n_queries"]]
     df = channels.merge(head_cols.rename(columns={"sink_score": "sink_mass"}), on=["layer", "head"])

@@ -144,6 +144,10 @@ class LoadedModel:
 def resolve_device(device: str | None) -> str:
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"unknown --device {device!r}; choose auto, cpu, cuda or cuda:N") from None
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(
             f"--device {device} asked for, but no CUDA GPU is visible: use --device cpu"
