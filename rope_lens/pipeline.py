@@ -91,13 +91,39 @@ def load_for(req: AnalysisRequest):
         )
     except RopeLensError:
         raise
-    except Exception as err:  # corrupt files raise JSON, safetensors, tokenizers errors...
+    except Exception as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        if _unreadable_file(err):
+            raise ModelNotFoundError(
+                f"cannot load {req.model}: {type(err).__name__}: {first}. Its files look "
+                "corrupt or incomplete: re-download or reconvert it (delete its cached folder), "
+                "or for a training run resume it or use an intact checkpoint (--debug shows "
+                "the traceback)"
+            ) from err
+        # Anything else failed in transformers or torch with intact files: say what, not
+        # "corrupt" (a model class refusing a kernel is not a damaged download).
         raise ModelNotFoundError(
-            f"cannot load {req.model}: {type(err).__name__}: {first}. Its files look corrupt "
-            "or incomplete: re-download or reconvert it (delete its cached folder), or for a "
-            "training run resume it or use an intact checkpoint (--debug shows the traceback)"
+            f"cannot load {req.model}: {type(err).__name__}: {first} (--debug shows the traceback)"
         ) from err
+
+
+def _unreadable_file(err: BaseException) -> bool:
+    """Whether ``err`` (or what caused it) is a file that cannot be parsed: JSON, safetensors,
+    a tokenizer file, a truncated or non-UTF-8 file."""
+    import json
+    import zipfile
+
+    names = ("SafetensorError", "HeaderTooLarge", "InvalidHeaderDeserialization")
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, (json.JSONDecodeError, UnicodeDecodeError, EOFError)):
+            return True
+        if isinstance(seen, zipfile.BadZipFile) or type(seen).__name__ in names:
+            return True
+        if type(seen).__module__.startswith(("safetensors", "tokenizers")):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def run_analysis(args: Any, lm=None) -> int:

@@ -13,7 +13,7 @@ from rope_lens.engine import kernels
 from rope_lens.errors import RopeLensError
 from rope_lens.extract import Site, capture
 from rope_lens.models import load_model
-from rope_lens.models.tiny import FAMILIES, family_model_dir
+from rope_lens.models.tiny import family_model_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -22,22 +22,6 @@ TEXTS = [
     "To be, or not to be",
     "Now is the winter of our discontent made glorious summer",
 ]
-INTERLEAVED = {"cohere", "gptj", "glm"}
-ROTARY_DIM = {"phi": 8, "gpt_neox": 4, "stablelm": 4, "gptj": 8, "glm": 8}
-
-
-@pytest.fixture(scope="module")
-def family(tmp_path_factory):
-    root = tmp_path_factory.mktemp("families")
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            folder = family_model_dir(name, root / name)
-            cache[name] = (folder, load_model(str(folder), device="cpu"))
-        return cache[name]
-
-    return get
 
 
 def _batches(lm, texts=TEXTS, batch_size=2):
@@ -129,61 +113,7 @@ def test_attention_stats_read_gqa_keys_unrepeated(spread):
     )
 
 
-# --- every family -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", sorted(FAMILIES))
-def test_family_layout_is_the_models_own_rotation(family, name):
-    """On a text of one repeated token, layer 0's inputs are identical at every position, so
-    its pre-rotation vectors must be too: un-rotating with the layout we read must undo the
-    model's rotation exactly (frequencies and pairing), whatever the architecture."""
-    _, lm = family(name)
-    spec = lm.rope.layer_specs[0]
-    assert spec.pairing == ("interleaved" if name in INTERLEAVED else "half")
-    assert spec.rotary_dim == ROTARY_DIM.get(name, 16)
-    ids = torch.full((1, 24), 40)
-    batch = inputs.Batch(ids, torch.ones_like(ids), torch.arange(24)[None], ids > 0)
-    acts = capture(lm, batch, [Site(0, "q", "pre"), Site(0, "q", "rot"), Site(0, "k", "pre")])
-    for site in (Site(0, "q", "pre"), Site(0, "k", "pre")):
-        x = acts[site][0]  # (pos, head, d_head)
-        assert torch.allclose(x, x[:1].expand_as(x), atol=2e-5 * float(x.abs().max())), site
-    rot = acts[Site(0, "q", "rot")][0]
-    moving = spec.frequencies()[: spec.rotary_dim // 2] > 1e-3
-    if moving.any():  # and the model does rotate: post-rotation vectors differ by position
-        assert (rot[5] - rot[0]).abs().max() > 1e-3
-
-
-@pytest.mark.parametrize("name", sorted(FAMILIES))
-def test_family_head_scores_equal_the_models_eager_attention(family, name):
-    """Head scores from logits + log-sum-exp (no pattern) equal scores reduced from the
-    model's own eager attention weights (``output_attentions``), with sliding windows and
-    soft-capping as the model applies them."""
-    from transformers import AutoModelForCausalLM
-
-    folder, lm = family(name)
-    eager = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
-    make = _batches(lm)
-    positional = heads.run(lm, make(), list(range(lm.n_layers)), progress=False)
-    ours = heads.run(lm, make(), list(range(lm.n_layers)), progress=False, spread=True)
-    ref = heads.HeadScoreReducer(lm, range(lm.n_layers), spread=True)
-    with torch.no_grad():
-        for batch in make():
-            out = eager(
-                batch.input_ids,
-                attention_mask=batch.attention_mask,
-                output_attentions=True,
-                use_cache=False,
-            )
-            for layer, pattern in enumerate(out.attentions):
-                ref.update(layer, pattern, batch.count_mask)
-    theirs = ref.to_frame()
-    for col in heads.SCORES:
-        err = (ours[col] - theirs[col]).abs().max()
-        assert err < 1e-4, (name, col, float(err))
-    assert list(positional.columns) == heads.columns(spread=False)
-    for col in heads.POSITIONAL:  # the default run (the model's own kernel) agrees too
-        err = (positional[col] - theirs[col]).abs().max()
-        assert err < 1e-4, (name, "positional", col, float(err))
+# --- specific families (every family: tests/unit/test_families.py) ------------------------
 
 
 def test_gemma4_full_layers_are_p_rope(family):
