@@ -4,7 +4,8 @@ code (not from rope-lens' measurement), and the docs table generated from it.
 ``tests/unit/test_families.py`` checks each family's measured layout against ``EXPECTED`` and its
 tables against a reference computed in the test from the model's own eager attention;
 ``tests/unit/test_docs_families.py`` checks that docs/engine.md lists exactly these families.
-Regenerate the docs table with ``python -m tests.families --write``.
+Regenerate the docs table with ``python -m tests.families --write``; ``python -m tests.families
+--residuals [MODEL ...]`` prints the probe's fit residuals beside its tolerances.
 """
 
 from __future__ import annotations
@@ -175,8 +176,51 @@ def docs_block(text: str) -> str | None:
     return m.group(0) if m else None
 
 
+def residuals(models=(), dtypes=("float32", "bfloat16", "float16")) -> str:
+    """The worst rotation-fit residual of every family's layers per dtype, beside the fit
+    tolerance (10 x the probe's noise level): the margin docs/engine.md quotes; ``models``:
+    named models (``rope-lens models``) measured the same way, one row each."""
+    import tempfile
+
+    import torch
+
+    from rope_lens.engine.probe import noise_level
+    from rope_lens.models import load_model
+    from rope_lens.models.tiny import family_model_dir
+
+    torch.set_num_threads(1)
+    lines = [
+        "| models | dtype | worst fit residual (model, layer) | tolerance | margin |",
+        "|---|---|---|---|---|",
+    ]
+
+    def row(label: str, dtype: str, named: dict) -> str:
+        worst = (0.0, "", -1)
+        for name, source in named.items():
+            lm = load_model(str(source), device="cpu", dtype=dtype)
+            for layer, facts in lm.rope.layer_facts.items():
+                worst = max(worst, (float(facts.get("fit_residual", 0.0)), name, layer))
+        tol = 10 * noise_level(getattr(torch, dtype))
+        return (
+            f"| {label} | {dtype} | {worst[0]:.1e} ({worst[1]}, layer {worst[2]}) | "
+            f"{tol:.1e} | {tol / max(worst[0], 1e-30):.0f}x |"
+        )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folders = {name: family_model_dir(name, Path(tmp) / name) for name in sorted(EXPECTED)}
+        for dtype in dtypes:
+            lines.append(row(f"{len(folders)} tiny families", dtype, folders))
+        for model in models:
+            for dtype in dtypes:
+                lines.append(row(model, dtype, {model: model}))
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     page = Path(__file__).resolve().parents[1] / "docs" / "engine.md"
+    if "--residuals" in sys.argv:
+        print(residuals(sys.argv[sys.argv.index("--residuals") + 1 :]))
+        raise SystemExit
     if "--write" in sys.argv:
         text = page.read_text()
         block = docs_block(text)

@@ -214,9 +214,11 @@ class _Run:
         batch: Batch,
         stop_after: int | None,
         chunks: Sequence[int | None] = (),
+        pin_rows: tuple[Tensor, Tensor] | None = None,
     ) -> None:
         self.specs = specs
         self.chunks = chunks
+        self.pin_rows = pin_rows
         self.batch = batch
         self.stop_after = stop_after
         self.by_layer: dict[int, list[Tap]] = {}
@@ -287,13 +289,27 @@ class _Run:
             if self.stop_after is not None and layer >= self.stop_after:
                 raise _Stop
             if output is not None:
-                return output.transpose(1, 2).contiguous(), None
+                return self._pinned(output.transpose(1, 2).contiguous()), None
             query, key, value = call.query, call.key, call.value
             if key.shape[1] != kv_heads and key.shape[1] == query.shape[1]:
                 kernel_module = _KernelView(module)
         if self.stop_after is not None and layer >= self.stop_after:
             raise _Stop
-        return base(kernel_module, query, key, value, mask, scaling=scaling, dropout=dropout, **kw)
+        out, weights = base(
+            kernel_module, query, key, value, mask, scaling=scaling, dropout=dropout, **kw
+        )
+        return self._pinned(out), weights
+
+    def _pinned(self, out: Tensor) -> Tensor:
+        """``out`` ``[batch, pos, ...]`` with rows ``pin_rows[0]`` replaced by rows
+        ``pin_rows[1]`` (the layout probe keeps shifted copies of a text bit-identical to it
+        downstream, so each layer sees exactly the same inputs at every shift)."""
+        if self.pin_rows is None:
+            return out
+        dst, src = self.pin_rows
+        out = out.clone()
+        out[dst.to(out.device)] = out[src.to(out.device)]
+        return out
 
 
 def _visibility(
@@ -436,6 +452,7 @@ def run(
     after_batch: Callable[[int], None] | None = None,
     chunks: Sequence[int | None] = (),
     pass_positions: bool = False,
+    pin_rows: tuple[Tensor, Tensor] | None = None,
 ) -> None:
     """Run every batch once with ``taps`` in the attention calls.
 
@@ -443,7 +460,9 @@ def run(
     last layer), so neither the later layers nor the unembedding are computed. ``chunks``:
     each layer's attention chunk (Llama 4), checked against its mask. ``pass_positions``
     hands the model ``batch.positions`` as ``position_ids`` (the layout probe shifts them);
-    otherwise the model numbers the slots itself, as in any ordinary forward.
+    otherwise the model numbers the slots itself, as in any ordinary forward. ``pin_rows``
+    (``dst``, ``src``): every attention output of rows ``dst`` is replaced by that of rows
+    ``src`` (the probe's shifted copies of a text stay bit-identical to it downstream).
     """
     n_layers = len(specs)
     if on_logits is None:
@@ -457,7 +476,7 @@ def run(
             if index < skip:
                 continue
             batch = _batch_to(batch, device)
-            _CURRENT.append(_Run(specs, taps, batch, stop, chunks))
+            _CURRENT.append(_Run(specs, taps, batch, stop, chunks, pin_rows))
             extra = {"position_ids": batch.positions} if pass_positions else {}
             try:
                 out = model(

@@ -36,6 +36,16 @@ from torch import Tensor
 from rope_lens.types import Pairing
 
 
+# The model computes angles as fp32 position * frequency: at position p an angle of up to p rad
+# is off by about p * 2^-24 (tolerated on top of the vectors' own noise at each shift).
+ANGLE_EPS = 2.0**-24
+
+
+def shift_tol(tol: float, shift: int, positions: int) -> float:
+    """The noise level at ``shift``: the vectors' own plus fp32 angle rounding there."""
+    return tol + ANGLE_EPS * (shift + positions)
+
+
 class NotARotation(ValueError):
     """The vectors change with the position, but not by a rotation of dim pairs."""
 
@@ -50,8 +60,10 @@ class Rotation:
         clockwise: every chunk turns from its second dim towards its first.
         freq: rad/token of every chunk of that layout (``head_dim // 2``, fp64), as estimated
             (a chunk that does not turn reads about 0, within its sigma).
-        sigma: each frequency's standard error (rad/token).
-        residual: the worst relative residual of the rotation fit (0 for an exact rotation).
+        sigma: each frequency's standard error (rad/token); inf for a chunk that is zero in
+            every vector (its frequency cannot be seen, and matters to no logit).
+        residual: the worst relative residual of the rotation fit (0 for an exact rotation),
+            each shift's scaled by tol / shift_tol (the fp32 angle rounding discounted).
         alternatives: other layouts the moving dims fit equally (only when very few chunks
             turn, e.g. one): the caller may prefer one of them (the config's).
     """
@@ -97,6 +109,7 @@ def read_rotation(
     n = x0.shape[0]
 
     n0 = torch.linalg.vector_norm(x0, dim=-1).clamp_min(1e-30)
+    span = independent or 0
     for s in shifts:
         ratio = torch.linalg.vector_norm(xs[s], dim=-1) / n0
         worst = float((ratio - 1).abs()[n0 > 0.1 * scale].max())
@@ -111,7 +124,7 @@ def read_rotation(
     ).amax(0)  # (d,)
     if float(move.max()) <= 10 * tol:
         return None
-    clockwise, alternatives = _pairs_and_layouts(x0, xs, shifts, move, tol)
+    clockwise, alternatives = _pairs_and_layouts(x0, xs, shifts, move, tol, span)
     pairing, rotary_dim = alternatives[0]
     if prefer is not None:
         preferred = [a for a in alternatives if a[0] == prefer]
@@ -127,7 +140,8 @@ def read_rotation(
         us = torch.complex(xs[s][:, idx[:, 0]], xs[s][:, idx[:, 1]])
         z = (u0.conj() * us).sum(0) / energy
         err = (us - z * u0).abs().pow(2).sum(0)
-        residual = max(residual, float(err.sum().sqrt() / (math.sqrt(2 * n * d / 2) * scale)))
+        fit = float(err.sum().sqrt() / (math.sqrt(n * d) * scale))
+        residual = max(residual, fit * tol / shift_tol(tol, s, span))  # in units of tol
         angle[s] = torch.angle(z)
         samples = max((independent or n) - 1, 1)
         # Averaging beats random noise down, not rounding: a turn smaller than about half a
@@ -141,6 +155,13 @@ def read_rotation(
             f"its dims move with the position but do not rotate in {pairing} pairs "
             f"(fit residual {residual:.1%}): e.g. a norm with per-dim weights after RoPE"
         )
+    # A chunk that is (numerically) zero in every vector, e.g. behind a QK-norm weight of 0,
+    # has no angle to see: its frequency is unknown (sigma inf), and it adds nothing to any
+    # logit; a candidate's frequency for it is accepted as it is.
+    hidden = energy <= tol**2 * float(energy.mean())
+    for s in shifts:
+        sigma_angle[s] = torch.where(hidden, torch.inf, sigma_angle[s])
+        angle[s] = torch.where(hidden, torch.zeros_like(angle[s]), angle[s])
     freq, sigma = _unwrap(angle, sigma_angle, shifts)
     turning = freq > 5 * sigma + 1e-12
     if bool((freq < -5 * sigma - 1e-12).any()):
@@ -161,7 +182,7 @@ def read_rotation(
 
 
 def _pairs_and_layouts(
-    x0: Tensor, xs: Mapping[int, Tensor], shifts: list[int], move: Tensor, tol: float
+    x0: Tensor, xs: Mapping[int, Tensor], shifts: list[int], move: Tensor, tol: float, span: int
 ) -> tuple[bool, list[tuple[Pairing, int]]]:
     """Whether the clearly moving dims' pairs all turn clockwise, and the layouts they fit."""
     d = x0.shape[-1]
@@ -176,7 +197,7 @@ def _pairs_and_layouts(
         den = (g[:, None] + g[None, :]).clamp_min(1e-300)
         fit = ((e[:, None] + e[None, :]) - (re.pow(2) + im.pow(2)) / den).clamp_min(0)
         rel = (fit / (e[:, None] + e[None, :]).clamp_min(1e-300)).sqrt()
-        worst = torch.maximum(worst, rel)
+        worst = torch.maximum(worst, rel * tol / shift_tol(tol, s, span))
         # Orientation from the smallest shift where the pair's angle is clearly visible (it
         # has not wrapped past pi there: each shift is at most 16 times the last).
         # A pair whose angle stays below that everywhere is oriented by the largest shift

@@ -507,7 +507,11 @@ def _facts(seen: ProbedLayer, spec: RopeSpec, note: str) -> dict[str, Any]:
         "config": note,
     }
     if rotation is not None:
-        out["frequency_resolution"] = float(rotation.sigma.max())
+        known = rotation.sigma[torch.isfinite(rotation.sigma)]
+        out["frequency_resolution"] = float(known.max()) if len(known) else None
+        out["fit_residual"] = float(rotation.residual)
+        if len(known) < len(rotation.sigma):
+            out["chunks_zero_in_every_vector"] = int(len(rotation.sigma) - len(known))
     if seen.window:
         out["window"] = seen.window
     if seen.chunk:

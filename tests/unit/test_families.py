@@ -10,8 +10,6 @@ pairing written in ``EXPECTED`` (not the measured one), and divides by the atten
 written there.
 """
 
-import sys
-
 import pytest
 import torch
 
@@ -20,6 +18,7 @@ from rope_lens.analyses import band_norms, heads
 from rope_lens.extract import Site, capture
 from rope_lens.models.tiny import FAMILIES
 from tests.families import EXPECTED
+from tests.helpers import record_eager
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -91,42 +90,10 @@ def test_measured_layout_is_the_one_the_code_implements(family, name):
     assert set(rope.describe()["layer_types"]) == set(rope.layer_types)
 
 
-def _record_eager(folder, monkeypatch):
-    """The model in eager mode, with its own eager kernel recording, per layer, the q / k / v it
-    receives and the attention probabilities it returns."""
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
-    seen: dict[int, dict[str, torch.Tensor]] = {}
-    files = {
-        type(m).__module__
-        for m in model.modules()
-        if hasattr(m, "layer_idx") and "Attention" in type(m).__name__
-    }
-    for name in files:
-        module_file = sys.modules[name]
-        original = getattr(module_file, "eager_attention_forward", None)
-        if original is None:
-            continue
-
-        def recording(module, query, key, value, *args, _original=original, **kw):
-            out, weights = _original(module, query, key, value, *args, **kw)
-            seen[int(module.layer_idx)] = {
-                "q": query.detach().clone(),
-                "k": key.detach().clone(),
-                "v": value.detach().clone(),
-                "p": weights.detach().clone(),
-            }
-            return out, weights
-
-        monkeypatch.setattr(module_file, "eager_attention_forward", recording)
-    return model, seen
-
-
 def _reference(lm, folder, monkeypatch, name):
     """Band norms and head scores of every attention layer from the eager model's own calls."""
     e = EXPECTED[name]
-    model, seen = _record_eager(folder, monkeypatch)
+    model, seen = record_eager(folder, monkeypatch)
     norms: dict[tuple[int, str], torch.Tensor] = {}
     scores: dict[int, torch.Tensor] = {}
     n_tok = n_prev = 0
