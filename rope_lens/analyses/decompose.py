@@ -7,9 +7,11 @@ g), query position i and key position j, chunk k contributes
 
 with q, k the *pre-rotation* vectors (the QK-normed ones where the model has QK-norm), g_k the
 layer's frequencies and s the model's own score scaling (times YaRN's attention factor squared).
-The rotation is applied here from the config frequencies, not read from the model, so the test
-that the contributions sum to the model's own ``hook_attn_scores`` checks the frequencies,
-the pairing and the scaling at once. The ``q_x, q_y, k_x, k_y`` columns are the pre-rotation
+The rotation is applied here from the layout's frequencies (measured at load, the config's
+where they agree), not read from this forward, so the test that the contributions sum to the
+model's own ``hook_attn_scores`` checks the frequencies, the pairing and the scaling at once.
+A learned sink logit (gpt-oss) belongs to no chunk: it is the ``sink_logit`` column, and in the
+denominator of ``attention``. The ``q_x, q_y, k_x, k_y`` columns are the pre-rotation
 chunk vectors the paper quotes (e.g. its chunk-119 vectors for BOS and non-BOS tokens).
 
 The search for the paper's apostrophe head, whose logits this decomposes, is in

@@ -41,7 +41,13 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from rope_lens.engine.kernels import AttentionStats, attention_stats, per_query_head
+from rope_lens.engine.kernels import (
+    AttentionStats,
+    allowed,
+    attention_stats,
+    per_query_head,
+    visibility_of,
+)
 from rope_lens.inputs import Batch
 from rope_lens.rope import RopeError, RopeSpec
 
@@ -320,8 +326,6 @@ def _visibility(
     is a tensor (sdpa and eager materialise one whenever it is not plain causal): where they
     differ, the mask is what the kernel uses, so its pattern wins. None (no tensor) means the
     kernel masks causally itself, with the window it was handed (flash)."""
-    from rope_lens.engine.kernels import allowed, visibility_of
-
     if not isinstance(mask, Tensor) or mask.dim() != 4:
         return window, chunk
     row = int(batch.attention_mask.sum(1).argmax())

@@ -35,7 +35,6 @@ from torch import Tensor
 
 from rope_lens.types import Pairing
 
-
 # The model computes angles as fp32 position * frequency: at position p an angle of up to p rad
 # is off by about p * 2^-24 (tolerated on top of the vectors' own noise at each shift).
 ANGLE_EPS = 2.0**-24

@@ -292,10 +292,12 @@ def rope_layout(
             continue
         kind = layer_types[layer]
         layer_params = _layer_params(params, kind)
-        spec, note = _layer_spec(cfg, seen, layer_params, pairing, probed.tol, check_config)
+        spec, note = _layer_spec(
+            cfg, seen, layer_params, pairing, probed.tol, check_config, probed.dtype
+        )
         if seen.rotation is None:
             layer_types[layer] = f"{kind}_nope"
-        elif note.startswith("differs"):
+        elif note.startswith(("differs", "agrees, rounded")):
             log.warning("layer %d: %s", layer, note)
         specs.append(dataclasses.replace(spec, valid_positions=_static_up_to(cfg, layer_params)))
         facts[layer] = _facts(seen, spec, note)
@@ -403,9 +405,10 @@ def _layer_spec(
     pairing: Pairing,
     tol: float,
     check_config: bool,
+    dtype: str = "float32",
 ) -> tuple[RopeSpec, str]:
-    """One attention layer's spec, and how its config compared ("agrees", "differs: ...",
-    "no frequencies in the config", "not checked")."""
+    """One attention layer's spec, and how its config compared ("agrees", "agrees, rounded
+    to ...", "differs: ...", "no frequencies in the config", "not checked")."""
     d = seen.head_dim
     rotation = seen.rotation
     rope_type = str((layer_params or {}).get("rope_type", "default"))
@@ -438,7 +441,16 @@ def _layer_spec(
     )
     candidates: list[tuple[str, RopeSpec | None]] = []
     if check_config:
-        candidates.append(("config", _config_spec(cfg, layer_params, d, rotation.pairing)))
+        from_config = _config_spec(cfg, layer_params, d, rotation.pairing)
+        candidates.append(("config", from_config))
+        if from_config is not None and dtype in ("bfloat16", "float16"):
+            # A model cast with .to(bfloat16) casts its inv_freq buffer too, and rotates with
+            # the config's frequencies rounded to that dtype: exactly those, then.
+            rounded = from_config.inv_freq.to(getattr(torch, dtype)).double()
+            extra = {**from_config.extra, "inv_freq_dtype": dtype}
+            candidates.append(
+                ("rounded", dataclasses.replace(from_config, inv_freq=rounded, extra=extra))
+            )
     handed = seen.handed_freq
     if handed is not None and 2 * len(handed) <= d:
         candidates.append(
@@ -458,11 +470,15 @@ def _layer_spec(
         candidate = dataclasses.replace(candidate, clockwise=rotation.clockwise)
         why = _disagreement(candidate, rotation, scaling, tol)
         if why is None:
-            note = "agrees" if source == "config" else "no frequencies in the config"
+            note = {
+                "config": "agrees",
+                "rounded": f"agrees, rounded to {dtype} as the model's own inv_freq buffer is",
+            }.get(source, "no frequencies in the config")
             if source == "handed" and reasons:
                 note = f"differs: {reasons[0]}"
             return candidate, note
-        reasons.append(f"{source} {why}")
+        if source != "rounded":
+            reasons.append(f"{source} {why}")
     if not check_config:
         return measured, "not checked"
     return measured, (f"differs: {reasons[0]}" if reasons else "no frequencies in the config")

@@ -92,6 +92,64 @@ def test_positional_stats_run_in_the_models_dtype():
     assert torch.allclose(got.lse, ref.lse, atol=5e-2)
 
 
+@pytest.mark.parametrize("chunk", [None, 6])
+@pytest.mark.parametrize("with_sinks", [False, True])
+def test_chunks_and_learned_sinks_equal_an_explicit_softmax(chunk, with_sinks):
+    """Chunked attention (Llama 4) and a learned sink logit per head (gpt-oss), fused and in
+    query blocks: the log-sum-exp includes the sink, the keys' sums and the layer's output are
+    the explicit softmax's over [scores, sink] with the sink's own weight dropped."""
+    torch.manual_seed(3)
+    q, k, v = (
+        torch.randn(2, 3, 20, 16) * 2,
+        torch.randn(2, 3, 20, 16) * 2,
+        torch.randn(2, 3, 20, 16),
+    )
+    sinks = torch.tensor([0.5, 2.0, -1.0]) if with_sinks else None
+    s = kernels.explicit_scores(q, k, 0.25, None, None, chunk)
+    full = torch.cat([s, sinks[None, :, None, None].expand(2, 3, 20, 1)], -1) if with_sinks else s
+    lse = torch.logsumexp(full, -1)
+    a = kernels.softmax_with_sinks(s, sinks)
+    pos = torch.arange(20, dtype=q.dtype)
+    want = (lse, (a * s.nan_to_num(neginf=0.0)).sum(-1), a @ pos, a.sum(-1))
+    old = kernels.BLOCK
+    kernels.BLOCK = 7
+    try:
+        for force in (False, True):
+            got, out = kernels.attention_stats(
+                q, k, 0.25, None, None, force, value=v, chunk=chunk, sinks=sinks
+            )
+            mass = got.key_mass if got.key_mass is not None else torch.ones_like(got.lse)
+            for x, y in zip((got.lse, got.score_mean, got.pos_mean, mass), want):
+                assert x is not None and torch.allclose(x, y, atol=1e-4), force
+            if out is not None:
+                assert chunk is None and not force
+                assert torch.allclose(out, a @ v, atol=1e-5)
+            got, out = kernels.attention_stats(
+                q, k, 0.25, None, None, force, value=v, spread=False, chunk=chunk, sinks=sinks
+            )
+            assert torch.allclose(got.lse, want[0], atol=1e-4)
+            if out is not None:
+                assert torch.allclose(out, a @ v, atol=1e-5)
+    finally:
+        kernels.BLOCK = old
+
+
+def test_masks_are_read_as_window_and_chunk_or_refused():
+    """A call's mask is read back as the (window, chunk) whose causal pattern it is; windows
+    and chunks the tokens do not reach read as None; other patterns as None (refused)."""
+    n = 12
+    pos = torch.arange(n)
+    for window, chunk in [(None, None), (4, None), (None, 5), (3, 5), (20, None)]:
+        mask = kernels.allowed(pos[:, None], pos[None, :], window, chunk)
+        read = kernels.visibility_of(mask)
+        assert read is not None
+        assert torch.equal(kernels.allowed(pos[:, None], pos[None, :], *read), mask)
+        assert read == ((window if window and window < n else None), chunk)
+    holey = kernels.allowed(pos[:, None], pos[None, :], None)
+    holey[7, 3] = False
+    assert kernels.visibility_of(holey) is None
+
+
 @pytest.mark.parametrize("spread", [False, True])
 def test_attention_stats_read_gqa_keys_unrepeated(spread):
     """Keys and values with fewer heads than queries (GQA) give what keys repeated in

@@ -120,6 +120,16 @@ def test_gpt_oss_loads_with_its_eager_kernel_and_its_sinks_in_every_softmax(fami
                 p = seen[layer]["p"].double()
                 learned[layer] += ((1 - p.sum(-1)) * w).sum((0, 2))
                 first[layer] += (p[..., 0] * w).sum((0, 2))
+    with torch.no_grad():  # the recorded weights are what output_attentions returns
+        batch = next(make())
+        out = model(
+            batch.input_ids,
+            attention_mask=batch.attention_mask,
+            output_attentions=True,
+            use_cache=False,
+        )
+    for layer in layers:
+        assert torch.equal(out.attentions[layer], seen[layer]["p"])
     table = sinks.run(lm, make, layers, n_prompts=1, max_len=16, progress=False)
     per_head = sinks.head_table(table)
     for layer in layers:
@@ -261,3 +271,22 @@ def test_half_precision_models_measure_the_fp32_layout(family, name, dtype):
         )
         assert torch.equal(got.frequencies(), want.frequencies()), layer
         assert lm.rope.layer_facts[layer]["config"] == ref.rope.layer_facts[layer]["config"]
+
+
+def test_a_model_cast_to_bf16_is_analysed_with_its_rounded_frequencies(tiny_dirs):
+    """``model.to(torch.bfloat16)`` casts the rotary inv_freq buffer too, so the model turns
+    with the config's frequencies rounded to bf16 (up to 0.4% off): those, exactly, are the
+    layout's, and the sidecar says so."""
+    from transformers import AutoModelForCausalLM
+
+    from rope_lens import rope
+
+    folder = tiny_dirs["llama"]
+    model = AutoModelForCausalLM.from_pretrained(folder).to(torch.bfloat16).eval()
+    lm = load_model(str(folder), device="cpu", hf_model=model)
+    exact = rope.default_inv_freq(1e5, 16)
+    for layer in lm.rope.attention_layers:
+        spec = lm.rope.layer_specs[layer]
+        assert torch.equal(spec.inv_freq, exact.to(torch.bfloat16).double())
+        assert not torch.equal(spec.inv_freq, exact)
+        assert lm.rope.layer_facts[layer]["config"].startswith("agrees, rounded to bfloat16")
