@@ -87,15 +87,16 @@ UNDERSTOOD = frozenset(
         "linear_value_head_dim",
         "linear_num_key_heads",
         "linear_num_value_heads",
-        # rope-lens' own training checkpoints: their exact frequencies (measured too)
-        "rope_lens_inv_freq",
-        "rope_lens_encoding",
         # not attention at all (the name only looks like it)
         "n_positions",  # GPT-J's context length
         "use_qkv_bias",
         "chunk_size_feed_forward",
     }
 )
+
+# rope-lens' own training checkpoints record their encoding under this prefix (frequencies,
+# theta, name): measured like any other rotation.
+OWN = "rope_lens_"
 
 REFUSED = {
     "alibi": "ALiBi adds distance biases to the attention scores, which rope-lens does not model",
@@ -119,7 +120,7 @@ def check_fields(cfg: Any) -> None:
     fields = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(vars(cfg))
     model_type = fields.get("model_type", type(cfg).__name__)
     for name, value in sorted(fields.items()):
-        if name in UNDERSTOOD or not ATTENTION_NAME.search(name):
+        if name in UNDERSTOOD or name.startswith(OWN) or not ATTENTION_NAME.search(name):
             continue
         if name in REFUSED:
             if _active(value) and value not in _OFF_VALUES.get(name, ()):

@@ -55,7 +55,8 @@ class LoadedModel:
         tokenizer: its tokenizer.
         bridge: TransformerLens TransformerBridge around ``hf_model`` (``tl`` backend only;
             see ``get_bridge``).
-        rope: per-layer RoPE facts read from the config (see ``RopeLayout``).
+        rope: per-layer RoPE facts, measured from the model and checked against its config
+            (see ``RopeLayout``).
         device: device of the input embeddings.
         dtype: parameter dtype.
     """
