@@ -107,7 +107,7 @@ def load_failure(model: str, err: Exception) -> str:
             "class transformers does not have), and rope-lens runs none unless "
             "--trust-remote-code is given: pass it only for a repository you trust"
         )
-    if _reading_a_damaged_file(err):
+    if _unreadable_file(err):
         return (
             f"{what}. Its files look corrupt or incomplete: re-download or reconvert it "
             "(delete its cached folder), or for a training run resume it or use an intact "
@@ -116,17 +116,24 @@ def load_failure(model: str, err: Exception) -> str:
     return f"{what} (--debug shows the traceback)"
 
 
-def _reading_a_damaged_file(err: Exception) -> bool:
+def _unreadable_file(err: BaseException) -> bool:
+    """Whether ``err`` (or what caused it) is a file that cannot be parsed: JSON, safetensors,
+    a tokenizer file, a truncated or non-UTF-8 file."""
     import json
     import struct
+    import zipfile
 
-    if isinstance(err, json.JSONDecodeError | UnicodeDecodeError | EOFError | struct.error):
-        return True
-    module = type(err).__module__.split(".")[0]  # tokenizers / safetensors parse errors
-    text = str(err).lower()
-    return module in ("tokenizers", "safetensors") or any(
-        s in text for s in ("expected value", "unexpected end", "invalid header", "eof")
-    )
+    names = ("SafetensorError", "HeaderTooLarge", "InvalidHeaderDeserialization")
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, (json.JSONDecodeError, UnicodeDecodeError, EOFError, struct.error)):
+            return True
+        if isinstance(seen, zipfile.BadZipFile) or type(seen).__name__ in names:
+            return True
+        if type(seen).__module__.startswith(("safetensors", "tokenizers")):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def run_analysis(args: Any, lm=None) -> int:

@@ -59,6 +59,26 @@ def tiny_tl(tiny_dirs):
     return get
 
 
+@pytest.fixture(scope="session")
+def family(tmp_path_factory):
+    """Loader for the tiny model of any family in ``rope_lens.models.tiny.FAMILIES``: built
+    and loaded (native backend) once per session, returned as ``(folder, lm)`` (read-only:
+    don't mutate them)."""
+    from rope_lens.models import load_model
+    from rope_lens.models.tiny import family_model_dir
+
+    root = tmp_path_factory.mktemp("families")
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            folder = family_model_dir(name, root / name)
+            cache[name] = (folder, load_model(str(folder), device="cpu"))
+        return cache[name]
+
+    return get
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One torch thread for a module of tiny-tensor tests (no oversubscription on a shared

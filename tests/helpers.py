@@ -71,3 +71,40 @@ def prompts_file(folder: Path, lines: list[str]) -> Path:
     path = folder / "prompts.txt"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def record_eager(folder, monkeypatch):
+    """The model in ``folder`` in eager mode, with its own eager kernel recording, per layer,
+    the q / k / v it receives and the attention probabilities it returns (into the dict
+    returned beside it; ``monkeypatch`` undoes the patch). A reference independent of
+    rope-lens' engine: the model file's ``eager_attention_forward`` itself is wrapped."""
+    import sys
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    seen: dict[int, dict[str, torch.Tensor]] = {}
+    files = {
+        type(m).__module__
+        for m in model.modules()
+        if hasattr(m, "layer_idx") and "Attention" in type(m).__name__
+    }
+    for name in files:
+        module_file = sys.modules[name]
+        original = getattr(module_file, "eager_attention_forward", None)
+        if original is None:
+            continue
+
+        def recording(module, query, key, value, *args, _original=original, **kw):
+            out, weights = _original(module, query, key, value, *args, **kw)
+            seen[int(module.layer_idx)] = {
+                "q": query.detach().clone(),
+                "k": key.detach().clone(),
+                "v": value.detach().clone(),
+                "p": weights.detach().clone(),
+            }
+            return out, weights
+
+        monkeypatch.setattr(module_file, "eager_attention_forward", recording)
+    return model, seen
