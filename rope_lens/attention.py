@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from jaxtyping import Float
 from torch import Tensor
 
@@ -75,18 +74,28 @@ def capture_attention_views(
     lm: LoadedModel, batch: Batch, layers: Sequence[int], views: Sequence[str]
 ) -> dict[str, dict[int, Float[Tensor, "batch head pos key_pos"]]]:
     """Several of ``"pattern"`` / ``"scores"`` from the same single forward pass (masked
-    pairs: -inf scores, zero weight on the native backend; a large negative score on ``tl``)."""
+    pairs: -inf scores, zero weight on the native backend; a large negative score on ``tl``).
+    Patterns are the model's own attention weights: a learned sink logit joins each row's
+    softmax, so a row's weights then sum to less than 1; view ``"sinks"`` holds those logits
+    (``[head]``, native backend, only layers that have them)."""
     if lm.backend == "native":
+        from rope_lens.engine.kernels import softmax_with_sinks
+
         tap = _ScoreTap(layers)
         run_batches(lm, [batch], taps=[tap], last_layer=max(layers), progress=False)
-        return {
+        out = {
             view: {
-                layer: (s if view == "scores" else torch.softmax(s, dim=-1))
+                layer: (s if view == "scores" else softmax_with_sinks(s, tap.sinks.get(layer)))
                 for layer, s in tap.scores.items()
             }
             for view in views
+            if view != "sinks"
         }
+        if "sinks" in views:
+            out["sinks"] = dict(tap.sinks)
+        return out
     name_of = {"pattern": pattern_hook, "scores": scores_hook}
+    views = [view for view in views if view != "sinks"]  # no learned sinks on the bridge
     store: dict[str, dict[int, Tensor]] = {view: {} for view in views}
 
     def keep(view: str, layer: int) -> HookFn:
@@ -109,6 +118,7 @@ class _ScoreTap:
     def __init__(self, layers: Sequence[int]) -> None:
         self.layers = list(layers)
         self.scores: dict[int, Tensor] = {}
+        self.sinks: dict[int, Tensor] = {}
 
     def edit(self, call) -> None:
         pass
@@ -117,5 +127,7 @@ class _ScoreTap:
         from rope_lens.engine.kernels import explicit_scores
 
         q, k = call.query.float(), call.keys_per_query_head().float()
-        s = explicit_scores(q, k, call.scaling, call.softcap, call.window)
+        s = explicit_scores(q, k, call.scaling, call.softcap, call.window, call.chunk)
         self.scores[call.layer] = s.cpu()
+        if call.sinks is not None:
+            self.sinks[call.layer] = call.sinks.cpu()

@@ -137,12 +137,18 @@ def _read(path: Path, column: str) -> Iterator[str]:
             batches: Any = pf.iter_batches(batch_size=READ_ROWS, columns=[column])
         else:
             batches = _ipc_batches(path)
+        row = 0
         for batch in batches:
             if column not in batch.schema.names:
                 _check_column(path, column, batch.schema.names)
             for text in batch.column(column).to_pylist():
-                if isinstance(text, str):
-                    yield text
+                row += 1
+                if not isinstance(text, str):  # as a jsonl record without one is refused
+                    raise InputError(
+                        f"{path} row {row} has no string {column!r} (it holds "
+                        f"{type(text).__name__}); every row must be a text"
+                    )
+                yield text
     except (pa.ArrowInvalid, OSError) as err:
         raise InputError(f"cannot read prompts file {path}: {err}") from err
 

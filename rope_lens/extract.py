@@ -64,15 +64,23 @@ def to_bphd(name: str, x: Tensor, n_heads: int) -> Float[Tensor, "batch pos head
 
 
 def check_layers(lm: LoadedModel, layers: Sequence[int] | None) -> list[int]:
-    """Validate layer indices (negative ones count from the end); None means all."""
+    """Validate layer indices (negative ones count from the end); None means every layer
+    that calls softmax attention (hybrids: not their linear-attention / conv layers)."""
+    attention = list(lm.rope.attention_layers)
     if layers is None:
-        return list(range(lm.n_layers))
+        return attention
     out = []
     for layer in layers:
         idx = layer + lm.n_layers if layer < 0 else layer
         if not 0 <= idx < lm.n_layers:
             raise InputError(
                 f"layer {layer} is out of range: {lm.name} has layers 0..{lm.n_layers - 1}"
+            )
+        if idx in lm.rope.skipped:
+            shown = ", ".join(map(str, attention[:12])) + (", ..." if len(attention) > 12 else "")
+            raise InputError(
+                f"layer {idx} of {lm.name} is a {lm.rope.skipped[idx]} layer, not softmax "
+                f"attention: there is nothing to analyse there; its attention layers are {shown}"
             )
         out.append(idx)
     return sorted(set(out))
@@ -205,6 +213,7 @@ def run_batches(
             lm.device,
             batch_iter,
             taps,
+            chunks=lm.rope.layer_chunks,
             on_logits=on_logits,
             last_layer=last_layer,
             total=total,

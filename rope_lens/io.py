@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from rope_lens import atomic
+from rope_lens import atomic, identity
 from rope_lens.errors import BadResultError, CheckpointError
 
 log = logging.getLogger(__name__)
@@ -96,13 +96,20 @@ def check_finite(df: pd.DataFrame, columns: Sequence[str] | None, what: str) -> 
 
 
 def save_table(df: pd.DataFrame, path: str | Path, meta: Mapping[str, Any]) -> Path:
-    """Write ``df`` to ``path`` (.parquet) with ``meta`` (+ rows, columns, versions) inside it,
-    in one atomic rename; then a readable JSON copy of ``meta`` beside it."""
+    """Write ``df`` to ``path`` (.parquet) with ``meta`` (+ rows, columns, a content hash of
+    the values, versions) inside it, in one atomic rename; then a readable JSON copy of
+    ``meta`` beside it."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = Path(path).with_suffix(".parquet")
-    sidecar = {**meta, "rows": len(df), "columns": list(df.columns), "versions": package_versions()}
+    sidecar = {
+        **meta,
+        "rows": len(df),
+        "columns": list(df.columns),
+        "table_sha256": identity.table_sha256(df),
+        "versions": package_versions(),
+    }
     text = json.dumps(sidecar, indent=2, default=str) + "\n"
     table = pa.Table.from_pandas(df, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: text})
@@ -127,7 +134,8 @@ def load_table(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Read a table saved by :func:`save_table` and its metadata, checked against each other.
 
     Raises:
-        CheckpointError: missing, unreadable, or rows that disagree with the metadata.
+        CheckpointError: missing, unreadable, rows that disagree with the metadata, or values
+            that differ from the content hash it was saved with (edited afterwards).
     """
     import pyarrow.parquet as pq
 
@@ -159,12 +167,21 @@ def load_table(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
             f"{path} has {len(df):,} rows but its metadata says {rows:,}: it is incomplete; "
             "rerun the analysis (with --force)"
         )
+    want = meta.get("table_sha256")
+    if want is not None and want != identity.table_sha256(df):
+        raise CheckpointError(
+            f"{path} holds other values than it was saved with (its content hash differs): it "
+            "was edited afterwards; rerun the analysis (with --force)"
+        )
     return df, meta
 
 
-def reusable(path: str | Path, identity: str, columns: Sequence[str] | None) -> str | None:
-    """Why the table at ``path`` cannot stand in for a new run with ``identity`` (None: it can:
-    same identity, it reads back, its rows match its metadata, its values are finite)."""
+def reusable(
+    path: str | Path, fields: Mapping[str, Any], columns: Sequence[str] | None
+) -> str | None:
+    """Why the table at ``path`` cannot stand in for a new run whose identity fields are
+    ``fields`` (:func:`rope_lens.identity.identity_fields`), naming the field that differs
+    (None: it can: same identity, it reads back whole and unedited, its values are finite)."""
     path = Path(path)
     if not path.exists():
         return "missing"
@@ -172,8 +189,9 @@ def reusable(path: str | Path, identity: str, columns: Sequence[str] | None) -> 
         df, meta = load_table(path)
     except CheckpointError as err:
         return str(err)
-    if meta.get("identity") != identity:
-        return "it was computed from another model, weights, inputs or options"
+    why = identity.mismatch(meta, fields)
+    if why is not None:
+        return why
     if bad_values(df, columns):
         return "it holds non-finite values"
     return None

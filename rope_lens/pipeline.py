@@ -92,12 +92,48 @@ def load_for(req: AnalysisRequest):
     except RopeLensError:
         raise
     except Exception as err:  # corrupt files raise JSON, safetensors, tokenizers errors...
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ModelNotFoundError(
-            f"cannot load {req.model}: {type(err).__name__}: {first}. Its files look corrupt "
-            "or incomplete: re-download or reconvert it (delete its cached folder), or for a "
-            "training run resume it or use an intact checkpoint (--debug shows the traceback)"
-        ) from err
+        raise ModelNotFoundError(load_failure(req.model, err)) from err
+
+
+def load_failure(model: str, err: Exception) -> str:
+    """One line for a model that failed to load, naming the cause: code the model needs from
+    its repository, a corrupt or incomplete file, or (anything else) the error itself.
+    "Corrupt" is said only for errors that reading a damaged file raises."""
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(". ")
+    what = f"cannot load {model}: {type(err).__name__}: {first}"
+    if "custom code" in str(err) or "trust_remote_code" in str(err):
+        return (
+            f"cannot load {model}: it needs code from its repository (a tokenizer or model "
+            "class transformers does not have), and rope-lens runs none unless "
+            "--trust-remote-code is given: pass it only for a repository you trust"
+        )
+    if _unreadable_file(err):
+        return (
+            f"{what}. Its files look corrupt or incomplete: re-download or reconvert it "
+            "(delete its cached folder), or for a training run resume it or use an intact "
+            "checkpoint (--debug shows the traceback)"
+        )
+    return f"{what} (--debug shows the traceback)"
+
+
+def _unreadable_file(err: BaseException) -> bool:
+    """Whether ``err`` (or what caused it) is a file that cannot be parsed: JSON, safetensors,
+    a tokenizer file, a truncated or non-UTF-8 file."""
+    import json
+    import struct
+    import zipfile
+
+    names = ("SafetensorError", "HeaderTooLarge", "InvalidHeaderDeserialization")
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, (json.JSONDecodeError, UnicodeDecodeError, EOFError, struct.error)):
+            return True
+        if isinstance(seen, zipfile.BadZipFile) or type(seen).__name__ in names:
+            return True
+        if type(seen).__module__.startswith(("safetensors", "tokenizers")):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def run_analysis(args: Any, lm=None) -> int:
@@ -111,20 +147,29 @@ def run_analysis(args: Any, lm=None) -> int:
 def run_request(req: AnalysisRequest, lm=None) -> int:
     """Run ``req`` and save its table; 0 when saved or already up to date."""
     from rope_lens import distributed
-    from rope_lens.lock import folder_lock
+    from rope_lens.lock import folder_lock, new_folders
 
     req.validate()
     distributed.init(req.device)  # data-parallel under torchrun / accelerate launch (else no-op)
     out_dir = req.out_dir
-    check_writable(out_dir)
-    # Data-parallel: rank 0 holds the folder lock for all ranks (see rope_lens.distributed).
-    with distributed.main_only(folder_lock(out_dir, f"analyze {req.analysis}")):
-        from rope_lens import atomic
+    created = new_folders(out_dir)  # a refused run removes them again (rope_lens.lock)
+    try:
+        check_writable(out_dir)
+        # Data-parallel: rank 0 holds the folder lock for all ranks (see rope_lens.distributed).
+        with distributed.main_only(folder_lock(out_dir, f"analyze {req.analysis}", created)):
+            from rope_lens import atomic
 
-        if distributed.is_main():
-            atomic.remove_stale(out_dir, ".*.tmp")  # left by a killed write; we hold the lock
-        distributed.barrier()
-        return _run_locked(req, out_dir, lm)
+            if distributed.is_main():
+                atomic.remove_stale(out_dir, ".*.tmp")  # left by a killed write; we hold the lock
+            distributed.barrier()
+            return _run_locked(req, out_dir, lm)
+    except BaseException:
+        for p in created:  # check_writable made them, and failed before the lock was taken
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def _run_locked(req: AnalysisRequest, out_dir: Path, lm) -> int:
@@ -176,7 +221,8 @@ def _run_locked(req: AnalysisRequest, out_dir: Path, lm) -> int:
     inputs_sha = getattr(seqs, "sha256", None) or io.hash_tokens(seqs)  # token files: hashed once
     model_id = identity.model_identity(lm.folder, lm.revision)
     numeric = {**req.numeric_options(), "layers": layers, "dtype": str(lm.dtype)}
-    ident = identity.result_identity(model_id, name, numeric, inputs_sha)
+    fields = identity.identity_fields(model_id, name, numeric, inputs_sha)
+    ident = identity.digest(fields)
     meta = {
         **lm.metadata(),
         "folder": model_id["folder"],
@@ -191,11 +237,12 @@ def _run_locked(req: AnalysisRequest, out_dir: Path, lm) -> int:
         "layers": layers,
         "inputs_sha256": inputs_sha,
         "identity": ident,
+        "identity_fields": fields,
         "options": req.numeric_options(),
     }
     measured = MEASURED.get(name)
     if table.exists() and not req.force:
-        why = io.reusable(table, ident, measured)
+        why = io.reusable(table, fields, measured)
         if why is None:
             print(
                 f"{table} is up to date (same model, weights, inputs and options); --force recomputes it"

@@ -37,9 +37,12 @@ INPUT_MINIMUMS = {"batch_size": 1, "limit": 1, "max_tokens": 1, "max_len": 2}
 # Which analyses read each analysis option (anything else ignores it: giving it is an error).
 # Read from the analyses' registered specs (rope_lens.analyses.registry), never written here.
 HEAD_OPTION_USERS: dict[str, tuple[str, ...]] = option_users()
-# Options that never change the numbers of a table (left out of its identity).
+# Options that never change the numbers of a table (left out of its identity). ``prompts``
+# only names the source: the token ids it gives are hashed into the identity, so the same
+# texts from a .txt, a .parquet or a list are one result.
 NOT_NUMERIC = {
     "model",
+    "prompts",
     "out",
     "force",
     "progress",

@@ -54,6 +54,9 @@ class RopeSpec:
             None when it always does. LongRoPE switches to its long factors, and dynamic NTK
             raises its base, for longer sequences: rotating or un-rotating with these
             frequencies past that length would be silently wrong, so it is refused.
+        clockwise: the model turns each chunk from its second dim towards its first
+            (nanochat); :meth:`dims` then lists each chunk's dims in the order that turns
+            counter-clockwise, so every rotation here keeps one convention.
     """
 
     head_dim: int
@@ -64,6 +67,7 @@ class RopeSpec:
     theta: float = 10_000.0
     extra: Mapping[str, Any] = field(default_factory=dict)
     valid_positions: int | None = None
+    clockwise: bool = False
 
     def __post_init__(self) -> None:
         if self.head_dim < 2 or self.head_dim % 2:
@@ -79,6 +83,12 @@ class RopeSpec:
     @property
     def rotary_dim(self) -> int:
         return 2 * len(self.inv_freq)
+
+    def dims(self) -> Int[Tensor, "chunk 2"]:
+        """The two dims of every chunk, in the order the model turns them counter-clockwise
+        (:func:`chunk_dims`, each pair reversed for a clockwise model)."""
+        idx = chunk_dims(self.head_dim, self.rotary_dim, self.pairing)
+        return idx.flip(-1) if self.clockwise else idx
 
     @property
     def n_chunks(self) -> int:
@@ -103,6 +113,7 @@ class RopeSpec:
             "head_dim": self.head_dim,
             "rotary_dim": self.rotary_dim,
             "pairing": self.pairing,
+            **({"turns": "clockwise"} if self.clockwise else {}),
             "attention_scaling": self.attention_scaling,
             "n_rotating_chunks": int(len(rotating)),
             "highest_frequency": float(rotating.max()) if len(rotating) else 0.0,
@@ -363,13 +374,13 @@ def chunk_dims(head_dim: int, rotary_dim: int, pairing: Pairing) -> Int[Tensor, 
 def to_chunks(x: Float[Tensor, "... d_head"], spec: RopeSpec) -> Float[Tensor, "... chunk 2"]:
     """View the last axis of ``x`` as ``[chunk, 2]`` in the spec's pairing."""
     _check_head_dim(x, spec)
-    idx = chunk_dims(spec.head_dim, spec.rotary_dim, spec.pairing).to(x.device)
+    idx = spec.dims().to(x.device)
     return x[..., idx]  # (..., chunk, 2)
 
 
 def from_chunks(c: Float[Tensor, "... chunk 2"], spec: RopeSpec) -> Float[Tensor, "... d_head"]:
     """Inverse of :func:`to_chunks`."""
-    idx = chunk_dims(spec.head_dim, spec.rotary_dim, spec.pairing).to(c.device)
+    idx = spec.dims().to(c.device)
     out = c.new_empty(*c.shape[:-2], spec.head_dim)
     out[..., idx.reshape(-1)] = c.reshape(*c.shape[:-2], -1)
     return out

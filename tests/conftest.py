@@ -5,6 +5,15 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if "ROPE_LENS_HASHES" not in os.environ:
+    # Weight-file digests of the tests' tmp folders (rope_lens.identity) go to a folder of
+    # their own, not into the user's cache, and go with the session.
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["ROPE_LENS_HASHES"] = tempfile.mkdtemp(prefix="rope-lens-hashes-")
+    atexit.register(shutil.rmtree, os.environ["ROPE_LENS_HASHES"], True)
 
 import pytest
 
@@ -46,6 +55,26 @@ def tiny_tl(tiny_dirs):
         if arch not in cache:
             cache[arch] = load_model(str(tiny_dirs[arch]), device="cpu", backend="tl")
         return cache[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def family(tmp_path_factory):
+    """Loader for the tiny model of any family in ``rope_lens.models.tiny.FAMILIES``: built
+    and loaded (native backend) once per session, returned as ``(folder, lm)`` (read-only:
+    don't mutate them)."""
+    from rope_lens.models import load_model
+    from rope_lens.models.tiny import family_model_dir
+
+    root = tmp_path_factory.mktemp("families")
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            folder = family_model_dir(name, root / name)
+            cache[name] = (folder, load_model(str(folder), device="cpu"))
+        return cache[name]
 
     return get
 

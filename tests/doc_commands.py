@@ -138,7 +138,10 @@ def _strip_comment(line: str) -> str:
 
 
 def budget(argv: list[str]) -> list[str]:
-    """``argv`` (without the leading ``rope-lens`` / ``python``) with the tiny budget added."""
+    """``argv`` (without the leading ``rope-lens`` / ``python``) with the tiny budget added,
+    and absolute scratch paths (``/tmp/atlas/results``) moved under the working directory, so
+    that one run's tables never meet another's."""
+    argv = [f"scratch{a}" if a.startswith("/tmp/") else a for a in argv]
     if argv[0] in _SCRIPT_BUDGET:
         return argv + _SCRIPT_BUDGET[argv[0]]
     command = argv[0]

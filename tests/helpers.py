@@ -61,3 +61,73 @@ def one_batch(lm, texts, window=64, count_bos=False, bos=True):
     return next(
         inputs.batches(seqs, len(seqs), lm.tokenizer.pad_token_id, has_bos, count_bos=count_bos)
     )
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """``rope-lens ARGV`` in this process: (exit status, stdout, stderr)."""
+    from rope_lens import cli
+
+    code = cli.main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def one_error_line(err: str, message: str) -> None:
+    """``err`` is exactly one ``error: ...`` line, and it says ``message``."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert message in lines[0], lines[0]
+
+
+def fails_in_one_line(capsys, argv, match: str) -> None:
+    """``rope-lens ARGV`` exits 2 with one ``error:`` line saying ``match``, no traceback
+    (other lines, e.g. warnings, may come before it)."""
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2, err
+    lines = [x for x in err.splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and match in lines[0], err
+    assert "Traceback" not in err
+
+
+def prompts_file(folder: Path, lines: list[str]) -> Path:
+    """``lines`` as a prompts file (one text per line) in ``folder``."""
+    path = folder / "prompts.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def record_eager(folder, monkeypatch):
+    """The model in ``folder`` in eager mode, with its own eager kernel recording, per layer,
+    the q / k / v it receives and the attention probabilities it returns (into the dict
+    returned beside it; ``monkeypatch`` undoes the patch). A reference independent of
+    rope-lens' engine: the model file's ``eager_attention_forward`` itself is wrapped."""
+    import sys
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    seen: dict[int, dict[str, torch.Tensor]] = {}
+    files = {
+        type(m).__module__
+        for m in model.modules()
+        if hasattr(m, "layer_idx") and "Attention" in type(m).__name__
+    }
+    for name in files:
+        module_file = sys.modules[name]
+        original = getattr(module_file, "eager_attention_forward", None)
+        if original is None:
+            continue
+
+        def recording(module, query, key, value, *args, _original=original, **kw):
+            out, weights = _original(module, query, key, value, *args, **kw)
+            seen[int(module.layer_idx)] = {
+                "q": query.detach().clone(),
+                "k": key.detach().clone(),
+                "v": value.detach().clone(),
+                "p": weights.detach().clone(),
+            }
+            return out, weights
+
+        monkeypatch.setattr(module_file, "eager_attention_forward", recording)
+    return model, seen

@@ -139,6 +139,18 @@ class LossMeter:
     def loss(self) -> float:
         return self.nll / max(self.n, 1)
 
+    def require_targets(self, analysis: str) -> None:
+        """Refuse a loss over no targets (it would read as a perfect 0.0000).
+
+        Raises:
+            InputError: no counted next-token target in any text.
+        """
+        if self.n == 0:
+            raise InputError(
+                f"{analysis}: no next-token target to measure a loss on (every text is one "
+                "counted token); give longer texts (or drop --no-bos / add --count-bos)"
+            )
+
     # Resumable protocol (rope_lens.resume), used to merge data-parallel shards.
     def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         return {"nll": torch.tensor([self.nll], dtype=torch.float64)}, {"n": self.n}
@@ -331,6 +343,7 @@ def measure(
         run_batches(
             lm, make_batches(), tl_hooks, on_logits=meter, total=total, progress=progress, desc=desc
         )
+    meter.require_targets("ablation")
     return meter.loss, meter.n, scores.to_frame()
 
 
@@ -374,7 +387,7 @@ def run_ablations(
     """Baseline pass, then one pass per configuration; tidy frame, one row per
     (configuration, layer, head), baseline rows with ``ablation == "none"``. ``cache``: finished
     passes are saved there and skipped by a rerun (see ``rope_lens.resume.PassCache``)."""
-    score_layers = list(range(lm.n_layers)) if score_layers is None else list(score_layers)
+    score_layers = list(lm.rope.attention_layers) if score_layers is None else list(score_layers)
     mean_layers = sorted({layer for c in configs if c.kind == "mean" for layer in c.layers})
     means_red = MeanReducer(lm, mean_layers) if mean_layers else None
     hit = cache.get(0) if cache is not None else None
@@ -436,7 +449,7 @@ def _rows(lm, ab: Ablation, scores, base, loss, base_loss, n_tok, n_chunks) -> p
     df.insert(3, "band_lo", ab.lo)
     df.insert(4, "band_hi", ab.hi)
     df.insert(5, "band_fraction", (ab.hi - ab.lo) / n_chunks)
-    all_layers = len(ab.layers) == lm.n_layers
+    all_layers = set(ab.layers) == {i for i in lm.rope.attention_layers if lm.rope.rotates(i)}
     df.insert(6, "ablated_layers", "all" if all_layers else ",".join(map(str, ab.layers)))
     df.insert(7, "ablated_heads", "all" if ab.heads is None else ",".join(map(str, ab.heads)))
     df.insert(8, "loss", loss)
@@ -470,11 +483,26 @@ def _span(layers: list[int]) -> str:
     return ",".join(map(str, layers)) if len(layers) <= 6 else f"{layers[0]}..{layers[-1]}"
 
 
+def rotating_layers(lm: LoadedModel, layers: Sequence[int]) -> list[int]:
+    """The layers of ``layers`` that rotate: a band of chunks is a band of frequencies, which
+    a NoPE layer (every chunk at frequency 0) does not have, so it is never ablated; refused in
+    one line when none is left."""
+    out = [layer for layer in layers if lm.rope.rotates(layer)]
+    if not out:
+        raise InputError(
+            f"layers {_span(list(layers))} of {lm.name} do not rotate (NoPE): there is no band of "
+            "frequencies to ablate; choose rotating layers with --layers"
+        )
+    return out
+
+
 def configs_from_options(lm: LoadedModel, layers: Sequence[int], options: dict) -> list[Ablation]:
-    """CLI options -> configurations (one ``--band``, or a ``--sweep``)."""
+    """CLI options -> configurations (one ``--band``, or a ``--sweep``), over the rotating
+    layers among ``layers`` (NoPE layers have no frequency band)."""
     kind = options.get("ablation") or "rotation-free"
     if kind not in ABLATIONS:
         raise InputError(f"unknown --ablation {kind!r}; choose from {', '.join(ABLATIONS)}")
+    layers = rotating_layers(lm, layers)
     head = check_head(lm, options.get("head"))
     heads = None if head is None else (head,)
     spare = bool(options.get("spare_bos"))
@@ -485,6 +513,11 @@ def configs_from_options(lm: LoadedModel, layers: Sequence[int], options: dict) 
         points = read_option(options, "sweep_points", 8, int)  # 0 is refused, never "8"
         configs += sweep_configs(kind, sweep, n_chunks, layers, heads, points, spare)
     band = parse_band(options.get("band"), n_chunks)
+    if band is not None and band[0] == band[1]:
+        raise InputError(
+            f"band {options.get('band')!r} is empty (LO:HI with HI exclusive): it would ablate "
+            "nothing; give HI > LO, e.g. 0:8"
+        )
     if band is not None:
         configs.append(Ablation(kind, band[0], band[1], tuple(layers), heads, spare_first=spare))
     if not configs:

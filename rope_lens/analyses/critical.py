@@ -15,7 +15,9 @@ For standard RoPE, g_k = θ^(-2k/r) (r = rotary dim), so chunk k is critical exa
 ``k > (r / 2) · log_θ(L / 2π)``: ``first_critical_chunk`` computes that index in closed form
 and the tests check the table against it. Unrotated chunks (p-RoPE, partial rotary) have
 infinite wavelength and are listed as critical too (``rotating`` False), since they never
-turn either.
+turn either. A layer type with no rotating chunk at all (NoPE layers: SmolLM3, Llama 4,
+Command R7B, EXAONE 4) gets no verdict: its rows say ``rotating`` False, ``critical`` and
+``under_half_turn`` False, because "turns less than once" means nothing where nothing turns.
 
 A second, stricter flag, ``under_half_turn``: g_k (L - 1) < π. Below half a turn cos(g_k d)
 is monotone in the distance d over the whole context, so the chunk can only express "nearer
@@ -123,6 +125,7 @@ def critical_table(
     with np.errstate(divide="ignore"):
         wave = np.where(freq > 0, 2 * np.pi / np.where(freq > 0, freq, 1.0), np.inf)
     turns = freq * (context - 1) / (2 * np.pi)
+    verdict = bool((freq > 0).any())  # NoPE: no rotation-dependent verdict
     return pd.DataFrame(
         {
             "model": name,
@@ -139,15 +142,15 @@ def critical_table(
             "wavelength_over_context": wave / context,
             "turns_over_context": turns,
             "rotating": freq > 0,
-            "critical": wave > context,
-            "under_half_turn": freq * (context - 1) < np.pi,
+            "critical": (wave > context) & verdict,
+            "under_half_turn": (freq * (context - 1) < np.pi) & verdict,
         }
     )[COLUMNS]
 
 
 def run(lm: LoadedModel, layers: Sequence[int] | None = None, context: int | None = None):
     """Critical-chunk table per layer type of ``lm`` (only the types among ``layers``)."""
-    layers = list(range(lm.n_layers)) if layers is None else list(layers)
+    layers = list(lm.rope.attention_layers) if layers is None else list(layers)
     by_type: dict[str, list[int]] = {}
     for layer in layers:
         by_type.setdefault(lm.rope.layer_types[layer], []).append(layer)
@@ -198,6 +201,9 @@ def summarize(df: pd.DataFrame) -> str:
         span = f"chunks {first}..{int(sub.chunk.max())}" if first is not None else "none"
         half = int(sub.under_half_turn.sum())
         r = sub.iloc[0]
+        if not sub.rotating.any():
+            lines.append(f"  {layer_type} ({r.n_layers} layers): NoPE, no chunk turns (no verdict)")
+            continue
         lines.append(
             f"  {layer_type} ({r.n_layers} layers, theta {r.theta:g}, {r.rope_type}): context "
             f"{int(r.context):,} ({r.context_source}); critical {span}: {len(crit)}/{n} "

@@ -7,9 +7,11 @@ g), query position i and key position j, chunk k contributes
 
 with q, k the *pre-rotation* vectors (the QK-normed ones where the model has QK-norm), g_k the
 layer's frequencies and s the model's own score scaling (times YaRN's attention factor squared).
-The rotation is applied here from the config frequencies, not read from the model, so the test
-that the contributions sum to the model's own ``hook_attn_scores`` checks the frequencies,
-the pairing and the scaling at once. The ``q_x, q_y, k_x, k_y`` columns are the pre-rotation
+The rotation is applied here from the layout's frequencies (measured at load, the config's
+where they agree), not read from this forward, so the test that the contributions sum to the
+model's own ``hook_attn_scores`` checks the frequencies, the pairing and the scaling at once.
+A learned sink logit (gpt-oss) belongs to no chunk: it is the ``sink_logit`` column, and in the
+denominator of ``attention``. The ``q_x, q_y, k_x, k_y`` columns are the pre-rotation
 chunk vectors the paper quotes (e.g. its chunk-119 vectors for BOS and non-BOS tokens).
 
 The search for the paper's apostrophe head, whose logits this decomposes, is in
@@ -55,7 +57,10 @@ def decompose(
     Returns one row per (layer, head, query_pos, key_pos, chunk) with ``contribution``, the
     pair's ``logit`` (sum over chunks), ``model_score`` (the model's ``hook_attn_scores``,
     which equals ``logit`` unless the model soft-caps scores) and ``attention`` (the model's
-    attention weight for the pair); masked pairs (outside a sliding window) are dropped.
+    attention weight for the pair); masked pairs (outside a sliding window or chunk) are
+    dropped. A model with learned sink logits (gpt-oss) gets a ``sink_logit`` column: the
+    head's extra logit, which belongs to no key and no chunk, and is in every row's softmax
+    (so ``attention`` is the model's weight, sink included in its denominator).
     """
     n_pos = batch.input_ids.shape[1]
     queries = list(range(n_pos)) if query_pos is None else list(query_pos)
@@ -73,8 +78,8 @@ def decompose(
         )
     acts = capture(lm, batch, [Site(layer, kind, "pre") for layer in layers for kind in "qk"])
     # Scores and the model's own attention weights (for Fig 5 / circuitsvis) in one pass.
-    attn = capture_attention_views(lm, batch, layers, ("scores", "pattern"))
-    scores, patterns = attn["scores"], attn["pattern"]
+    attn = capture_attention_views(lm, batch, layers, ("scores", "pattern", "sinks"))
+    scores, patterns, sinks = attn["scores"], attn["pattern"], attn.get("sinks", {})
     tokens = token_strings(lm, batch.input_ids[0].tolist())
     q_idx = torch.tensor([i for i, _ in pairs])
     k_idx = torch.tensor([j for _, j in pairs])
@@ -124,6 +129,8 @@ def decompose(
                     "k_y": ck[k_idx][..., 1].numpy().reshape(-1),
                 }
             )
+            if sinks:
+                frame["sink_logit"] = float(sinks[layer][head]) if layer in sinks else float("nan")
             frames.append(frame[np.repeat(keep, n_chunk)])
     return pd.concat(frames, ignore_index=True)
 

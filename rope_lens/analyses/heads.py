@@ -27,6 +27,12 @@ per query and score on top of the model's own kernel:
 - ``mean_distance``: mean of sum_j alpha_{i,j} (i - j), in tokens.
 - ``entropy``: mean of -sum_j alpha_{i,j} log alpha_{i,j}, in nats.
 
+With learned sink logits (gpt-oss) each row's softmax has one more logit that belongs to no
+key: every alpha_{i,j} above is the model's own weight (the sink in the denominator), the
+keys' weights sum to less than 1, and the two spread columns are sums over the keys only.
+The sink's own share, mean exp(sink - lse_i), is the column ``learned_sink_score`` (only in
+tables of models that have learned sinks; the sinks analysis reports it too).
+
 Classes (``classify``): the largest of diag / prev / sink names the class when it reaches
 ``THRESHOLD`` = 0.5, else "other". Why 1/2: by Lemma A.3 of the paper, a key with more than half
 of the attention must carry the query's strictly largest logit, so the head's pattern is
@@ -64,9 +70,13 @@ def score_columns(spread: bool) -> tuple[str, ...]:
     return SCORES if spread else POSITIONAL
 
 
-def columns(spread: bool) -> list[str]:
+def columns(spread: bool, learned: bool = False) -> list[str]:
     head = ["model", "layer", "layer_type", "head", "kv_head"]
-    return [*head, *score_columns(spread), "head_class", "n_queries"]
+    extra = [LEARNED] if learned else []
+    return [*head, *score_columns(spread), *extra, "head_class", "n_queries"]
+
+
+LEARNED = "learned_sink_score"  # a learned sink logit's share of the row (gpt-oss)
 
 
 def present_scores(df: pd.DataFrame) -> list[str]:
@@ -97,8 +107,9 @@ def pattern_sums(
     sink = p[..., 0]
     sums = [(diag * w).sum((0, 2)), (prev * w[..., 1:]).sum((0, 2)), (sink * w).sum((0, 2))]
     if spread:
-        # sum_j a_ij (i - j) = i - sum_j a_ij j: one matvec instead of a T x T distance matrix.
-        dist = slots - torch.matmul(p, slots)
+        # sum_j a_ij (i - j) = i sum_j a_ij - sum_j a_ij j: one matvec instead of a T x T
+        # distance matrix (rows sum to less than 1 where a learned sink takes a share).
+        dist = slots * p.sum(-1) - torch.matmul(p, slots)
         ent = -torch.special.xlogy(p, p).sum(-1)
         sums += [(dist * w).sum((0, 2)), (ent * w).sum((0, 2))]
     return torch.stack(sums).double(), int(count.sum())
@@ -110,15 +121,15 @@ def positional_weights(call) -> tuple[Tensor, Tensor, Tensor]:
     log-sum-exp (``call.stats``): no pattern is built, and GQA keys are not repeated."""
     q = call.query.float()
     k = call.key.float()
-    scale, cap, window = call.scaling, call.softcap, call.window
-    lse = call.stats.lse
+    scale, cap, window, chunk = call.scaling, call.softcap, call.window, call.chunk
+    lse = call.stats.lse  # includes a learned sink logit where the model has one
     diag = torch.exp(kernels.pair_scores(q, k, 0, scale, cap) - lse)
     prev = torch.exp(kernels.pair_scores(q, k, 1, scale, cap) - lse)  # -inf logit at i = 0
     sink = torch.exp(kernels.first_key_scores(q, k, scale, cap) - lse)
-    if window is not None:  # keys outside the sliding window carry no weight
-        slots = torch.arange(q.shape[-2], device=q.device)
-        sink = sink * (slots < window)
-        prev = prev * (window >= 2)
+    if window is not None or chunk is not None:  # keys the mask hides carry no weight
+        n = q.shape[-2]
+        sink = sink * kernels.visible_first(n, window, chunk, q.device)
+        prev = prev * kernels.visible_offset(n, 1, window, chunk, q.device)
     return diag, prev, sink
 
 
@@ -136,8 +147,9 @@ def call_sums(call, spread: bool = False) -> tuple[Float[Tensor, "score head"], 
     if spread:
         assert stats.pos_mean is not None and stats.score_mean is not None, "no spread stats"
         slots = torch.arange(diag.shape[-1], device=diag.device, dtype=diag.dtype)
-        dist = slots - stats.pos_mean
-        ent = stats.lse - stats.score_mean
+        mass = 1.0 if stats.key_mass is None else stats.key_mass  # < 1 with a learned sink
+        dist = slots * mass - stats.pos_mean
+        ent = stats.lse * mass - stats.score_mean
         sums += [(dist * w).sum((0, 2)), (ent * w).sum((0, 2))]
     return torch.stack(sums).double(), int(count.sum())
 
@@ -158,6 +170,7 @@ class HeadScoreReducer:
         self.sums: dict[int, Tensor] = {}
         self.n: dict[int, int] = {}
         self.n_prev: dict[int, int] = {}
+        self.learned: dict[int, Tensor] = {}  # per layer with learned sinks: sum of their share
 
     # Native backend: a tap on the attention calls of ``layers``.
     needs_stats = True
@@ -168,6 +181,12 @@ class HeadScoreReducer:
     def observe(self, call) -> None:
         sums, n = call_sums(call, self.spread)
         self._add(call.layer, sums, n, call.batch.count_mask)
+        if call.sinks is not None:
+            share = torch.exp(call.sinks.to(call.stats.lse)[None, :, None] - call.stats.lse)
+            w = call.batch.count_mask.to(share.dtype)[:, None, :]
+            total = (share * w).sum((0, 2)).double()
+            layer = call.layer
+            self.learned[layer] = self.learned[layer] + total if layer in self.learned else total
 
     def plug(self) -> dict:
         """``run_batches`` keyword arguments that feed this reducer on ``lm``'s backend."""
@@ -198,10 +217,14 @@ class HeadScoreReducer:
     def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         """Partial sums and counts, for a resume checkpoint (``rope_lens.resume``)."""
         tensors = {str(layer): t for layer, t in self.sums.items()}
+        tensors.update({f"learned/{layer}": t for layer, t in self.learned.items()})
         return tensors, {"n": dict(self.n), "n_prev": dict(self.n_prev)}
 
     def load_state(self, tensors: dict[str, Tensor], extra: dict[str, Any]) -> None:
         for key, t in tensors.items():
+            if key.startswith("learned/"):
+                self.learned[int(key.split("/")[1])] = t.to(self.lm.device)
+                continue
             layer = int(key)
             self.sums[layer] = t.to(self.lm.device)
             self.n[layer] = int(extra["n"][key])
@@ -215,9 +238,11 @@ class HeadScoreReducer:
             group = lm.group(layer)
             sums = self.sums[layer].cpu()
             n, n_prev = max(self.n[layer], 1), max(self.n_prev[layer], 1)
+            learned = self.learned.get(layer)
             for head in range(sums.shape[1]):
                 means = (sums[:, head] / n).tolist()
                 means[1] = float(sums[1, head]) / n_prev
+                extra = {LEARNED: float(learned[head]) / n if learned is not None else 0.0}
                 rows.append(
                     {
                         "model": lm.name,
@@ -226,12 +251,13 @@ class HeadScoreReducer:
                         "head": head,
                         "kv_head": head // group,
                         **dict(zip(names, means)),
+                        **(extra if self.learned else {}),
                         "n_queries": self.n[layer],
                     }
                 )
         df = pd.DataFrame(rows)
         df["head_class"] = classify(df)
-        return df[columns(self.spread)]
+        return df[columns(self.spread, learned=bool(self.learned))]
 
 
 def classify(df: pd.DataFrame, threshold: float = THRESHOLD) -> pd.Series:

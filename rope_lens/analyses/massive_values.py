@@ -348,6 +348,7 @@ def disrupt(
             desc=condition,
             **plug(lm, edits),
         )
+        meter.require_targets("massive-values")
         acc = passkey.accuracy(lm, prompts, edits) if prompts else float("nan")
         base_loss = meter.loss if base_loss is None else base_loss
         rows.append(

@@ -272,7 +272,9 @@ def p_rope_edits(lm: LoadedModel, p: float) -> list:
     # One band per head size: Gemma 4's full layers have twice its sliding layers' chunks, and
     # "the lowest 1 - p" is a different chunk range in each.
     by_size: dict[int, list[int]] = {}
-    for layer in range(lm.n_layers):
+    for layer in lm.rope.attention_layers:
+        if not lm.rope.rotates(layer):  # NoPE layers: nothing turns, nothing to make stop
+            continue
         by_size.setdefault(lm.rope.n_chunks(layer), []).append(layer)
     edits: list = []
     for n, layers in by_size.items():
@@ -286,11 +288,11 @@ def already_scaled(lm: LoadedModel) -> str | None:
     ``rope_parameters`` with a rule that starts from plain RoPE, so on such a model they are a
     different model even at factor 1."""
     types = {
-        spec.rope_type
-        for spec, kind in zip(lm.rope.layer_specs, lm.rope.layer_types)
-        if "sliding" not in kind
+        lm.rope.layer_specs[layer].rope_type
+        for layer in lm.rope.attention_layers
+        if "sliding" not in lm.rope.layer_types[layer]
     }
-    scaled = sorted(types - {"default", "proportional", "rope_lens"})
+    scaled = sorted(types - {"default", "proportional", "rope_lens", "none"})
     return scaled[0] if scaled else None
 
 

@@ -10,6 +10,11 @@ native backend is computed from one logit per query and the row's log-sum-exp, n
 [T, T] tensor. Difference from Gu et al.: the BOS query itself is not counted (its whole row
 is on BOS) unless ``--count-bos``; with T queries that moves the rate by at most 1 / T.
 
+**Learned sinks.** gpt-oss adds one learned logit per head to every row's softmax, a sink
+that belongs to no token. Its share of the row, mean exp(sink_h - lse_i) over counted queries,
+is ``learned_sink_mass`` beside the first-token ``sink_mass`` (0 for models without learned
+sinks); every weight here has it in its denominator, as the model computes them.
+
 **Link to frequencies.** For the first prompts (``--sink-prompts``, default 4), every head's
 logit to each key is split into per-chunk contributions (App. E.1 of the paper; the same
 decomposition as ``decompose.bos_channels``, computed here for all heads at once without a
@@ -49,6 +54,7 @@ COLUMNS = [
     "head",
     "kv_head",
     "sink_mass",
+    "learned_sink_mass",
     "is_sink",
     "epsilon",
     "chunk",
@@ -76,7 +82,12 @@ def _window(lm: LoadedModel, layer: int) -> int | None:
 
 
 def bos_contributions(
-    cq: torch.Tensor, ck: torch.Tensor, freq: torch.Tensor, scale: float, window: int | None
+    cq: torch.Tensor,
+    ck: torch.Tensor,
+    freq: torch.Tensor,
+    scale: float,
+    window: int | None,
+    chunk: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
     """Sums of per-chunk logit contributions of one head on one prompt.
 
@@ -84,6 +95,7 @@ def bos_contributions(
         cq, ck: pre-rotation chunks ``[pos, chunk, 2]`` (fp64) of the query head and its key.
         freq: ``[chunk]`` frequencies; ``scale``: the model's score scaling.
         window: sliding window (keys with i - j >= window are masked), or None.
+        chunk: attention chunk (keys in another chunk than the query's are masked), or None.
 
     Returns:
         (sum over queries i >= 1 of the contribution to key 0, sum over allowed pairs
@@ -95,6 +107,8 @@ def bos_contributions(
     n_bos = n_rest = 0
     for i in range(1, n):
         lo = 0 if window is None else max(0, i - window + 1)
+        if chunk is not None:
+            lo = max(lo, (i // chunk) * chunk)
         j = torch.arange(lo, i + 1)
         theta = (j - i).to(cq.dtype)[:, None] * freq  # (keys, chunk): k_j turned by (j - i) g
         contrib = (cq[i][None] * rotate_chunks(ck[j], theta)).sum(-1) * scale  # (keys, chunk)
@@ -129,7 +143,7 @@ def bos_channel_table(
                 k = to_chunks(acts[Site(layer, "k", "pre")][row, :length].double(), spec)
                 for head in range(lm.n_heads):
                     b, r, nb, nr = bos_contributions(
-                        q[:, head], k[:, head // group], freq, scale, window
+                        q[:, head], k[:, head // group], freq, scale, window, lm.rope.chunk(layer)
                     )
                     acc = sums.setdefault((layer, head), [0, 0, 0, 0])
                     acc[0] = acc[0] + b
@@ -186,6 +200,8 @@ def run(
             if len(prompts) == n_prompts:
                 break
             length = min(int(batch.attention_mask[row].sum()), max_len)
+            if length < 2:  # no key after the first: nothing to compare BOS with
+                continue
             prompts.append(
                 Batch(
                     batch.input_ids[row : row + 1, :length],
@@ -196,9 +212,19 @@ def run(
             )
         if len(prompts) == n_prompts:
             break
+    if not prompts:
+        raise InputError(
+            "the sinks analysis needs a text of at least 2 tokens (a first token and a key "
+            "after it); every text here is shorter: give longer texts (or drop --no-bos)"
+        )
     channels = bos_channel_table(lm, prompts, layers)
-    head_cols = scores[["layer", "layer_type", "head", "kv_head", "sink_score", "n_queries"]]
-    df = channels.merge(head_cols.rename(columns={"sink_score": "sink_mass"}), on=["layer", "head"])
+    if head_scores.LEARNED not in scores:
+        scores = scores.assign(**{head_scores.LEARNED: 0.0})
+    head_cols = scores[
+        ["layer", "layer_type", "head", "kv_head", "sink_score", head_scores.LEARNED, "n_queries"]
+    ]
+    names = {"sink_score": "sink_mass", head_scores.LEARNED: "learned_sink_mass"}
+    df = channels.merge(head_cols.rename(columns=names), on=["layer", "head"])
     df["is_sink"] = df.sink_mass > epsilon
     df["epsilon"] = epsilon
     freq_rows = []
@@ -262,6 +288,7 @@ def head_table(df: pd.DataFrame) -> pd.DataFrame:
         "layer_type",
         "head",
         "sink_mass",
+        "learned_sink_mass",
         "is_sink",
         "chunk",
         "frequency",
@@ -269,6 +296,7 @@ def head_table(df: pd.DataFrame) -> pd.DataFrame:
         "critical",
         "bos_minus_others",
     ]
+    cols = [c for c in cols if c in top]  # tables saved before learned sinks lack that one
     return top[cols].rename(columns={"chunk": "top_chunk"}).reset_index(drop=True)
 
 
@@ -281,6 +309,12 @@ def summarize(df: pd.DataFrame) -> str:
         f"{df.model.iloc[0]}: sink rate {rate:.1%} ({int(heads.is_sink.sum())}/{len(heads)} heads "
         f"with mean first-token attention > {eps:g}; {int(df.n_queries.iloc[0]):,} queries per "
         f"layer); mean sink mass {heads.sink_mass.mean():.3f}"
+        + (
+            f"; mean learned-sink mass {heads.learned_sink_mass.mean():.3f} (an extra logit "
+            "per head, on no token)"
+            if "learned_sink_mass" in heads and heads.learned_sink_mass.gt(0).any()
+            else ""
+        )
     ]
     for label, sub in (
         ("sink heads", heads[heads.is_sink]),

@@ -18,7 +18,10 @@ Questions (table name: source analysis):
   ``--sweep low``: tolerance to inference-time p-RoPE);
 - ``critical``: the first critical chunk per layer type, normalised (critical).
 
-Writes ``OUT/<question>.csv`` and ``OUT/<question>.html`` and prints one line per question.
+Writes ``OUT/<question>.csv`` and ``OUT/<question>.html`` (atomically; the pages load one
+``OUT/plotly.min.js`` and work offline) and prints one line per question. A table is used only
+when it reads back whole and unedited and is a table of the model it is listed under
+(``rope_lens.tables``); any other is left out, saying why.
 """
 
 from __future__ import annotations
@@ -187,22 +190,28 @@ def _table_path(results: Path, model: str, analysis: str) -> Path:
     return default_results_dir(model, results) / f"{analysis.replace('-', '_')}.parquet"
 
 
-def _load(path: Path):
-    import pandas as pd
+def _load(path: Path, model: str):
+    """(table, None) when ``path`` holds a whole, unedited table of ``model``; (None, why)
+    otherwise. The model is checked by its identity (folder, revision, weights) where it is
+    on this machine, else by the name its sidecar records."""
+    from rope_lens.tables import expected_model, read_table
 
-    from rope_lens import io
-
-    try:
-        return io.load_table(path)[0]
-    except Exception:  # written outside the pipeline (no metadata): read it as it is
-        return pd.read_parquet(path)
+    claimed = expected_model(model)
+    df, meta, why = read_table(path, claimed)
+    if df is not None and claimed is None and meta.get("model") != model:
+        df, why = None, f"it is a table of {meta.get('model')!r}"
+    if df is not None and claimed is None:
+        log.warning("%s is not on this machine: its tables are checked by name only", model)
+    return df, why
 
 
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from rope_lens import atomic
     from rope_lens.errors import InputError
     from rope_lens.request import check_model_name
+    from rope_lens.viz.style import save_figure, shared_plotlyjs
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if len(models) < 1:
@@ -215,20 +224,26 @@ def run(args: argparse.Namespace) -> int:
         check_model_name(m)
     results = Path(args.results)
     out = Path(args.out) if args.out else results / "compare"
-    out.mkdir(parents=True, exist_ok=True)
     if args.run:
         _run_missing(models, questions, results, args)
+    written = 0
     for q in questions:
         analysis = SOURCES[q]
         frames, missing = [], []
         for m in models:
             path = _table_path(results, m, analysis)
-            if path.exists():
-                df = _load(path)
-                df["model"] = m
-                frames.append(BUILDERS[q](df))
-            else:
+            if not path.exists():
                 missing.append(m)
+                continue
+            df, why = _load(path, m)
+            if df is None:
+                print(
+                    f"{q}: left out {m}'s {analysis} table ({path}): {why}; rerun "
+                    f"`rope-lens analyze --model {m} --analysis {analysis} --force`"
+                )
+                continue
+            df["model"] = m
+            frames.append(BUILDERS[q](df))
         if missing:
             print(
                 f"{q}: no {analysis} table for {', '.join(missing)} "
@@ -237,9 +252,16 @@ def run(args: argparse.Namespace) -> int:
         if not frames:
             continue
         table = pd.concat(frames, ignore_index=True)
-        table.to_csv(out / f"{q}.csv", index=False)
-        _figure(q, table).write_html(out / f"{q}.html", include_plotlyjs="cdn")
+        # Atomic, and offline: the pages share one plotly.js beside them (as `figures` does).
+        atomic.write_file(out / f"{q}.csv", lambda tmp, t=table: t.to_csv(tmp, index=False))
+        save_figure(_figure(q, table), out / q, ["html"], plotlyjs=shared_plotlyjs(out))
+        written += 1
         print(f"{q}: {len(table)} rows over {len(frames)} model(s) -> {out / (q + '.csv')}")
+    if not written:
+        raise InputError(
+            "no table to compare: none of the models has a usable table for these questions "
+            "(see above; --run makes the missing ones)"
+        )
     return 0
 
 

@@ -75,28 +75,40 @@ def model_folders(paths: list[str]) -> list[Path]:
     return found
 
 
-def load_inputs(folder: Path) -> tuple[dict, str]:
+def load_inputs(folder: Path):
     """Every table of one model folder keyed by its kind (see ``viz.paper.table_name_of``), plus
-    ``domains`` (name -> band-norm table from ``domain-*/``), and the model's name."""
-    from rope_lens.io import load_table
-    from rope_lens.viz.paper import table_name_of
+    ``domains`` (name -> band-norm table from ``domain-*/``), as a ``rope_lens.tables.Folder``
+    whose ``left_out`` lists (file, why) for every table not drawn: unreadable, edited, or of
+    another model than the rest."""
+    from rope_lens.tables import read_folder, read_table
 
-    tables: dict = {}
-    name = folder.name
-    for path in sorted(folder.glob("*.parquet")):
-        df, meta = load_table(path)
-        kind = table_name_of(df, meta)
-        if kind is None:
-            log.warning("%s: unrecognised table, skipped", path)
-            continue
-        tables[kind] = df
-        name = meta.get("model", name)
+    found = read_folder(folder)
     domains = {}
     for sub in sorted(folder.glob("domain-*/band_norm.parquet")):
-        domains[sub.parent.name.removeprefix("domain-")] = load_table(sub)[0]
+        df, _meta, why = read_table(sub, found.model_id)
+        if df is None:
+            found.left_out.append((str(sub.relative_to(folder)), str(why)))
+        else:
+            domains[sub.parent.name.removeprefix("domain-")] = df
     if domains:
-        tables["domains"] = domains
-    return tables, str(name)
+        found.tables["domains"] = domains
+    return found
+
+
+def output_name(model: str, model_id: dict | None) -> str:
+    """The output folder of a model's figures, from its identity, not its last folder name:
+    a registry name as it is, anything else ``<last part>-<8 hex of its resolved folder>``
+    (as ``rope-lens analyze`` names its results folder), so ``runs/a/seed0`` and
+    ``runs/b/seed0`` never share one."""
+    import hashlib
+
+    from rope_lens.models.registry import REGISTRY
+    from rope_lens.request import slug
+
+    if model in REGISTRY:
+        return model
+    key = str((model_id or {}).get("folder") or model)
+    return f"{slug(model)}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
 
 class Saver:
@@ -138,13 +150,22 @@ class Saver:
             self.written += save_figure(fig, stem, self.static, width=width, height=height)
 
 
-def draw_results(folder: Path, out: Path, save: Saver, only, index: list[str]) -> None:
-    from rope_lens.request import slug
+def draw_results(
+    folder: Path, out: Path, save: Saver, only, index: list[str], taken: set[str] | None = None
+) -> None:
+    import hashlib
+
     from rope_lens.viz.paper import RECIPES
 
-    tables, model = load_inputs(folder)
-    # The sidecar's model may be a path (a trained run): one safe folder name, never a path.
-    name = slug(model)
+    found = load_inputs(folder)
+    tables, model = found.tables, found.model
+    for file, why in found.left_out:
+        save.skipped.append((f"(table {file})", model, why))
+    name = output_name(model, found.model_id)
+    taken = set() if taken is None else taken
+    if name in taken:  # two results folders of one model (e.g. other prompts): keep both
+        name += "-" + hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:8]
+    taken.add(name)
     for recipe in RECIPES:
         if only and recipe.key not in only:
             continue
@@ -162,40 +183,88 @@ def draw_results(folder: Path, out: Path, save: Saver, only, index: list[str]) -
         index.append(f"| {recipe.paper} | {model} | `{name}/{recipe.key}` |")
 
 
-def draw_runs(folder: Path, out: Path, save: Saver, index: list[str]) -> None:
-    """Table 2 and training curves from a ``rope-lens table`` grid folder."""
+def draw_runs(
+    folder: Path, out: Path, save: Saver, index: list[str], taken: set[str] | None = None
+) -> None:
+    """Table 2 and training curves from a ``rope-lens table`` grid folder. A CSV that cannot
+    be read (or lacks its columns) is skipped with its reason; the other figures are drawn."""
+    import hashlib
     import shutil
 
     import pandas as pd
 
     from rope_lens.viz import training
 
-    dest = out / f"training-{folder.name}"
-    table_csv = folder / "table.csv"
-    if table_csv.exists():
-        table = pd.read_csv(table_csv)
-        save(training.ptable_figure(table), dest / "table2_perplexity", (900, 700))
-        save(training.ptable_html_table(table), dest / "table2_table", (900, 450))
-        save(training.length_generalisation(table), dest / "extra_length_generalisation")
+    grid = f"training-{folder.name}"
+    taken = set() if taken is None else taken
+    if grid in taken:  # two grids with one folder name (x/table-cpu, y/table-cpu)
+        grid += "-" + hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:8]
+    taken.add(grid)
+    dest = out / grid
+    table = _read_csv(folder / "table.csv", save, folder.name)
+    if table is not None and _drawn(
+        save,
+        folder.name,
+        "table2",
+        lambda: [
+            (training.ptable_figure(table), dest / "table2_perplexity", (900, 700)),
+            (training.ptable_html_table(table), dest / "table2_table", (900, 450)),
+            (training.length_generalisation(table), dest / "extra_length_generalisation", None),
+        ],
+    ):
         for name in ("table.md", "table.csv"):
             if (folder / name).exists():
                 dest.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(folder / name, dest / f"table2_{name}")
-        index.append(f"| Table 2 | {folder.name} | `training-{folder.name}/table2_*` |")
+        index.append(f"| Table 2 | {folder.name} | `{grid}/table2_*` |")
     metrics, evals = [], []
     for run in sorted(folder.glob("*/*/seed*")):
         dataset, encoding, seed = run.parent.parent.name, run.parent.name, run.name[4:]
         for name, acc in (("metrics.csv", metrics), ("eval.csv", evals)):
-            if (run / name).exists():
-                df = pd.read_csv(run / name)
+            df = _read_csv(run / name, save, folder.name)
+            if df is not None:
                 acc.append(df.assign(dataset=dataset, encoding=encoding, seed=seed))
-    if metrics:
-        save(training.loss_curves(pd.concat(metrics)), dest / "training_loss")
-        index.append(
-            f"| (training curves) | {folder.name} | `training-{folder.name}/training_loss` |"
-        )
+    if metrics and _drawn(
+        save,
+        folder.name,
+        "training_loss",
+        lambda: [(training.loss_curves(pd.concat(metrics)), dest / "training_loss", None)],
+    ):
+        index.append(f"| (training curves) | {folder.name} | `{grid}/training_loss` |")
     if evals:
-        save(training.eval_curves(pd.concat(evals)), dest / "training_valid_ppl")
+        _drawn(
+            save,
+            folder.name,
+            "training_valid_ppl",
+            lambda: [(training.eval_curves(pd.concat(evals)), dest / "training_valid_ppl", None)],
+        )
+
+
+def _read_csv(path: Path, save: Saver, grid: str):
+    """A grid's CSV, or None (missing; or unreadable, then listed with the skipped figures)."""
+    import pandas as pd
+
+    if not path.exists():
+        return None
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        save.skipped.append((f"({path.name})", grid, f"{path} is not a readable CSV: {first}"))
+        return None
+
+
+def _drawn(save: Saver, grid: str, key: str, build) -> bool:
+    """Save the figures ``build()`` makes; a table without the columns they read is listed
+    with the skipped figures instead of stopping every other one."""
+    try:
+        figures = build()
+    except (KeyError, ValueError, TypeError) as err:
+        save.skipped.append((key, grid, f"its CSV lacks what the figure reads ({err!r})"))
+        return False
+    for fig, stem, size in figures:
+        save(fig, stem, *(() if size is None else (size,)))
+    return True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -248,10 +317,11 @@ def _draw_all(args, folders: list[Path], out: Path, save: Saver, index: list[str
     from rope_lens.viz.style import static_export
 
     with static_export() if save.static else contextlib.nullcontext():
+        taken: set[str] = set()  # output folder names, one per model / grid
         for folder in folders:
-            draw_results(folder, out, save, args.only, index)
+            draw_results(folder, out, save, args.only, index, taken)
         for runs in map(Path, args.runs):
-            draw_runs(runs, out, save, index)
+            draw_runs(runs, out, save, index, taken)
         if args.theory != "skip" and not args.only:
             from rope_lens.commands import theory
 

@@ -1,10 +1,13 @@
 """`rope-lens report`: one self-contained offline HTML report for a model or a results folder.
 
-For a model name, the analyses whose tables are missing from its results folder are run first
-(as ``rope-lens analyze`` would): the corpus analyses, then the one-prompt ones (per-token,
-decompose) on a short prompt with three apostrophes, for the layers of the heads picked from
-the saved scores. For a folder, only what is saved there is drawn. The page inlines plotly.js
-(and circuitsvis when attention views are present) and works offline.
+For a model name, every analysis asked for goes through the pipeline (as ``rope-lens analyze``
+would), which reuses a saved table only when its identity (model, weights, inputs, options)
+is the one this report claims and recomputes it otherwise: the corpus analyses first, then
+the one-prompt ones (per-token, decompose) on a short prompt with three apostrophes, for the
+layers of the heads picked from the scores. Only tables of that model are drawn. For a folder,
+what is saved there is drawn, if it is of one model (tables of another are left out, saying
+why). The page inlines plotly.js (and circuitsvis when attention views are present) and works
+offline.
 """
 
 from __future__ import annotations
@@ -77,30 +80,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _is_current(table: Path, model: str) -> bool:
-    """A saved table can be drawn without rerunning: it reads back whole and finite and, for a
-    model folder (a training run that may have kept training), its weights are the folder's
-    weights now. Anything else is rerun, and the pipeline's identity check decides."""
-    from rope_lens import identity, io
-    from rope_lens.errors import CheckpointError
-
-    if not table.exists():
-        return False
-    try:
-        _df, meta = io.load_table(table)
-    except CheckpointError as err:
-        log.warning("rerunning %s: %s", table.stem, err)
-        return False
-    if Path(model).is_dir() and meta.get("weights_sha256") != identity.weights_fingerprint(model):
-        log.warning("rerunning %s: %s has other weights now", table.stem, model)
-        return False
-    if table.stem == "heads" and "entropy" not in _df.columns:
-        log.warning("rerunning heads with --spread: Fig 18 picks its head by entropy")
-        return False
-    return True
-
-
-def _run_missing(
+def _run_analyses(
     model: str,
     folder: Path,
     names: list[str],
@@ -108,11 +88,11 @@ def _run_missing(
     force: bool,
     threads: int | None = None,
     quiet: bool = False,
-) -> None:
-    """Run each analysis whose table is absent, unreadable or stale in ``folder`` (or all
-    with ``force``). The model is loaded once, by the first analysis that runs; a failure to
-    load it ends the report at once."""
-    from rope_lens import atomic
+):
+    """Run each analysis into ``folder`` through the pipeline, which reuses a saved table only
+    when its identity is this run's (so a table of another model, other weights, other inputs
+    or other options is recomputed, never drawn). Loads the model once, and returns it."""
+    from rope_lens import atomic, identity
     from rope_lens.cli import Parser
     from rope_lens.commands import analyze
     from rope_lens.errors import InputError
@@ -120,12 +100,22 @@ def _run_missing(
     from rope_lens.request import AnalysisRequest
     from rope_lens.viz.paper import picked_layers
 
+    def request(name: str, own: list[str]) -> AnalysisRequest:
+        parser = Parser(prog=f"rope-lens analyze ({name})")  # bad --analyze-arg: one line
+        analyze.add_arguments(parser)
+        argv = ["--model", model, "--analysis", name, "--out", str(folder)]
+        argv += ["--quiet"] if quiet else []  # else a token bar on a TTY (rope_lens.progress)
+        args = parser.parse_args(argv + (["--force"] if force else []) + list(extra) + own)
+        req = AnalysisRequest.from_namespace(args).without_irrelevant()
+        return req if threads is None else req.replace(threads=threads)
+
     lm = None
     # Corpus analyses first: the one-prompt ones need the head scores to pick their layers.
     for name in sorted(names, key=lambda n: n in ONE_PROMPT):
-        table = folder / f"{name.replace('-', '_')}.parquet"
-        if not force and _is_current(table, model):
-            continue
+        if lm is None:  # loaded once, before any table is trusted
+            first = request(name, [])
+            first.validate()
+            lm = load_for(first)
         own: list[str] = ["--spread"] if name == "heads" else []  # Fig 18 needs the entropy
         if name in ONE_PROMPT:
             prompt = folder / "prompt.txt"
@@ -133,26 +123,17 @@ def _run_missing(
                 atomic.write_text(prompt, PROMPT)
             own = ["--prompts", str(prompt)]
             if name != "head-explorer":  # the explorer covers every head of every layer
-                layers = picked_layers(folder)  # from the saved head scores
+                this = identity.model_identity(lm.folder, lm.revision)
+                layers = picked_layers(folder, this)  # from this model's head scores
                 if layers is None:
                     log.warning("skipping %s: it needs the heads analysis to pick layers", name)
                     continue
                 own += ["--layers", layers]
-        parser = Parser(prog=f"rope-lens analyze ({name})")  # bad --analyze-arg: one line
-        analyze.add_arguments(parser)
-        argv = ["--model", model, "--analysis", name, "--out", str(folder)]
-        argv += ["--quiet"] if quiet else []  # else a token bar on a TTY (rope_lens.progress)
-        args = parser.parse_args(argv + (["--force"] if force else []) + list(extra) + own)
-        req = AnalysisRequest.from_namespace(args).without_irrelevant()
-        if threads is not None:
-            req = req.replace(threads=threads)
-        if lm is None:
-            req.validate()
-            lm = load_for(req)
         try:
-            run_request(req, lm)
+            run_request(request(name, own), lm)
         except InputError as err:  # e.g. no apostrophe in the prompts: report the rest
             log.warning("skipping %s: %s", name, err)
+    return lm
 
 
 def check_out(out: str | None) -> None:
@@ -166,18 +147,21 @@ def check_out(out: str | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rope_lens import identity
     from rope_lens.analyses import ANALYSES
     from rope_lens.errors import InputError
     from rope_lens.models.registry import provenance_of
     from rope_lens.request import check_model_name, default_results_dir
+    from rope_lens.tables import read_folder
     from rope_lens.viz.report import render_report, write_report
-    from rope_lens.viz.sections import sections_from_folder
+    from rope_lens.viz.sections import sections_for
 
     check_out(args.out)
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be at least 1, got {args.threads}")
     target = args.target
     is_folder = target is not None and Path(target).is_dir() and any(Path(target).glob("*.parquet"))
+    claimed = None  # a bare folder: the model most of its tables share
     if is_folder:
         folder = Path(str(target))
     else:
@@ -192,13 +176,19 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(
                 f"unknown analyses {unknown}; choose from {', '.join(sorted(ANALYSES))}"
             )
-        _run_missing(
+        lm = _run_analyses(
             model, folder, names, args.analyze_arg, args.force, args.threads, quiet=args.quiet
         )
-    sections, meta = sections_from_folder(folder)
+        claimed = identity.model_identity(lm.folder, lm.revision) if lm is not None else None
+    found = read_folder(folder, claimed)
+    sections = sections_for(found)
     if not sections:
-        raise InputError(f"{folder} holds no results table the report knows how to draw")
-    model_name = meta.get("model", folder.name)
+        why = "; ".join(f"{name}: {reason}" for name, reason in found.left_out)
+        raise InputError(
+            f"{folder} holds no results table the report can draw" + (f" ({why})" if why else "")
+        )
+    meta = next(iter(found.metas.values()), {})
+    model_name = found.model
     shown = {
         "model": model_name,
         "weights": provenance_of(meta) or "?",
@@ -207,6 +197,8 @@ def run(args: argparse.Namespace) -> int:
         "tables": ", ".join(s.title for s in sections),
         "versions": ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()),
     }
+    if found.left_out:
+        shown["left out"] = "; ".join(f"{name} ({reason})" for name, reason in found.left_out)
     page = render_report(sections, args.title or f"RoPE usage report: {model_name}", shown)
     path = write_report(page, args.out or folder / "report.html")
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, works offline)")

@@ -62,6 +62,13 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
             log=lambda m: print(m, file=sys.stderr),
         )
+    refused = table.check_cells(cfg, cells, out)
+    if refused:  # a table never mixes settings, and a refused table is never written
+        for line in refused[1:]:
+            print(f"also refused: {line}", file=sys.stderr)
+        more = f" (and {len(refused) - 1} more above)" if len(refused) > 1 else ""
+        print(f"error: no table written: {refused[0]}{more}", file=sys.stderr)
+        return 2
     runs = table.collect(cells, out)
     if runs.empty:
         print(f"no finished runs under {out}", file=sys.stderr)

@@ -15,7 +15,13 @@ Traps handled here (each has a test):
   built for it and Gemma 2/3 sliding windows silently vanish: each name registers the mask
   function of the kernel it wraps.
 - ``use_cache=False``: the cache update runs before the attention call.
-- Soft-capped models (Gemma 2) wrap the eager kernel (sdpa refuses ``softcap``).
+- Soft-capped models (Gemma 2) wrap the eager kernel (sdpa refuses ``softcap``); so do models
+  whose class declares no sdpa support (gpt-oss: its learned sinks need its own eager kernel).
+- The mask each call receives is the truth about which keys a query sees: when it is a tensor
+  its pattern is read (causal, sliding window, chunks) and used by the analyses' kernels; a
+  pattern they cannot express (an additive bias, a hole) is refused in one line.
+- Learned sink logits reach the kernel as ``s_aux``: the call carries them, and every
+  softmax the analyses compute includes them.
 - Layers after the last one any tap reads are never computed: the call raises ``_Stop`` after
   the taps of that layer have run (and before its kernel), which ends the forward.
 
@@ -35,9 +41,15 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from rope_lens.engine.kernels import AttentionStats, attention_stats, per_query_head
+from rope_lens.engine.kernels import (
+    AttentionStats,
+    allowed,
+    attention_stats,
+    per_query_head,
+    visibility_of,
+)
 from rope_lens.inputs import Batch
-from rope_lens.rope import RopeError, RopeSpec, chunk_dims
+from rope_lens.rope import RopeError, RopeSpec
 
 PREFIX = "rope_lens_"
 BASES = ("sdpa", "eager", "flash_attention_2")
@@ -65,6 +77,9 @@ class AttentionCall:
     window: int | None
     batch: Batch
     spec: RopeSpec | None  # None only while the layout itself is being probed
+    chunk: int | None = None  # chunked attention: keys in the query's chunk only
+    sinks: Tensor | None = None  # one learned sink logit per query head (fp32), or None
+    extra_kwargs: tuple[str, ...] = ()  # kernel keyword arguments the engine does not model
     needs_stats: bool = False
     needs_spread: bool = False
     stats: AttentionStats | None = None
@@ -121,7 +136,7 @@ def unrotate(
     """The pre-rotation vector of a post-rotation ``x`` (attention scaling divided out)."""
     theta = model_angles(positions, spec)[:, :, None, :]
     cos, sin = torch.cos(theta), torch.sin(theta)
-    idx = chunk_dims(spec.head_dim, spec.rotary_dim, spec.pairing).to(x.device)
+    idx = spec.dims().to(x.device)
     a, b = x[..., idx[:, 0]], x[..., idx[:, 1]]
     out = torch.empty_like(x)
     out[..., idx[:, 0]] = a * cos + b * sin
@@ -135,7 +150,7 @@ def rotate(
     """Inverse of :func:`unrotate` (attention scaling applied, fp32 model angles)."""
     theta = model_angles(positions, spec)[:, :, None, :]
     cos, sin = torch.cos(theta), torch.sin(theta)
-    idx = chunk_dims(spec.head_dim, spec.rotary_dim, spec.pairing).to(x.device)
+    idx = spec.dims().to(x.device)
     a, b = x[..., idx[:, 0]], x[..., idx[:, 1]]
     out = torch.empty_like(x)
     out[..., idx[:, 0]] = a * cos - b * sin
@@ -173,6 +188,28 @@ class _KernelView:
         return getattr(self._module, name)
 
 
+# Keyword arguments of the attention interface whose effect the engine models (or that do not
+# change the attention of one forward without a cache): anything else is recorded on the call
+# and refused by the layout probe, so no table is computed under an effect nobody modelled.
+KNOWN_KWARGS = frozenset(
+    {
+        "sliding_window",  # the window (also read from the mask)
+        "softcap",  # Gemma 2's tanh cap
+        "s_aux",  # learned sink logits (gpt-oss)
+        "position_ids",
+        "use_cache",
+        "cache_position",
+        "output_attentions",
+        "output_router_logits",
+        "is_causal",
+        "cu_seq_lens_q",
+        "cu_seq_lens_k",
+        "max_length_q",
+        "max_length_k",
+    }
+)
+
+
 class _Run:
     """State of one forward pass: the taps by layer, the batch, where to stop."""
 
@@ -182,8 +219,12 @@ class _Run:
         taps: Sequence[Tap],
         batch: Batch,
         stop_after: int | None,
+        chunks: Sequence[int | None] = (),
+        pin_rows: tuple[Tensor, Tensor] | None = None,
     ) -> None:
         self.specs = specs
+        self.chunks = chunks
+        self.pin_rows = pin_rows
         self.batch = batch
         self.stop_after = stop_after
         self.by_layer: dict[int, list[Tap]] = {}
@@ -199,6 +240,10 @@ class _Run:
             if scaling is None:
                 scaling = query.shape[-1] ** -0.5
             window = kw.get("sliding_window", getattr(module, "sliding_window", None))
+            window = int(window) if window else None
+            chunk = self.chunks[layer] if layer < len(self.chunks) else None
+            window, chunk = _visibility(mask, self.batch, window, chunk, layer)
+            sinks = kw.get("s_aux")
             call = AttentionCall(
                 layer=layer,
                 query=query,
@@ -206,9 +251,12 @@ class _Run:
                 value=value,
                 scaling=float(scaling),
                 softcap=kw.get("softcap"),
-                window=int(window) if window else None,
+                window=window,
                 batch=self.batch,
                 spec=self.specs[layer],
+                chunk=chunk,
+                sinks=sinks.detach().float() if isinstance(sinks, Tensor) else None,
+                extra_kwargs=tuple(sorted(set(kw) - KNOWN_KWARGS)),
                 needs_stats=any(t.needs_stats for t in taps),
                 needs_spread=any(getattr(t, "needs_spread", False) for t in taps),
             )
@@ -239,19 +287,69 @@ class _Run:
                     call.window,
                     value=call.value if fuse else None,
                     spread=call.needs_spread,
+                    chunk=call.chunk,
+                    sinks=call.sinks,
                 )
             for tap in taps:
                 tap.observe(call)
             if self.stop_after is not None and layer >= self.stop_after:
                 raise _Stop
             if output is not None:
-                return output.transpose(1, 2).contiguous(), None
+                return self._pinned(output.transpose(1, 2).contiguous()), None
             query, key, value = call.query, call.key, call.value
             if key.shape[1] != kv_heads and key.shape[1] == query.shape[1]:
                 kernel_module = _KernelView(module)
         if self.stop_after is not None and layer >= self.stop_after:
             raise _Stop
-        return base(kernel_module, query, key, value, mask, scaling=scaling, dropout=dropout, **kw)
+        out, weights = base(
+            kernel_module, query, key, value, mask, scaling=scaling, dropout=dropout, **kw
+        )
+        return self._pinned(out), weights
+
+    def _pinned(self, out: Tensor) -> Tensor:
+        """``out`` ``[batch, pos, ...]`` with rows ``pin_rows[0]`` replaced by rows
+        ``pin_rows[1]`` (the layout probe keeps shifted copies of a text bit-identical to it
+        downstream, so each layer sees exactly the same inputs at every shift)."""
+        if self.pin_rows is None:
+            return out
+        dst, src = self.pin_rows
+        out = out.clone()
+        out[dst.to(out.device)] = out[src.to(out.device)]
+        return out
+
+
+def _visibility(
+    mask: Any, batch: Batch, window: int | None, chunk: int | None, layer: int
+) -> tuple[int | None, int | None]:
+    """The (window, chunk) this call masks with. The declared ones (the call's keyword, the
+    module's attribute, the layout) are checked against the mask the kernel receives when it
+    is a tensor (sdpa and eager materialise one whenever it is not plain causal): where they
+    differ, the mask is what the kernel uses, so its pattern wins. None (no tensor) means the
+    kernel masks causally itself, with the window it was handed (flash)."""
+    if not isinstance(mask, Tensor) or mask.dim() != 4:
+        return window, chunk
+    row = int(batch.attention_mask.sum(1).argmax())
+    n = int(batch.attention_mask[row].sum())
+    m = mask[row, 0, :n, :n]
+    if m.dtype == torch.bool:
+        visible = m
+    else:  # additive: 0 where visible, a large negative number where not
+        visible = m > torch.finfo(m.dtype).min / 2
+        if bool((m[visible] != 0).any()):
+            raise RopeError(
+                f"layer {layer} adds a bias to its attention scores through the mask (e.g. "
+                "ALiBi): rope-lens does not model it, so its head scores would be wrong"
+            )
+    pos = torch.arange(n, device=m.device)
+    if torch.equal(allowed(pos[:, None], pos[None, :], window, chunk), visible):
+        return window, chunk
+    read = visibility_of(visible)
+    if read is None:
+        raise RopeError(
+            f"layer {layer} masks its keys in a pattern rope-lens does not model (not causal "
+            "with a sliding window or chunks): its head scores would be wrong"
+        )
+    return read
 
 
 _CURRENT: list[_Run] = []  # the run in progress (a stack: nested runs are not supported)
@@ -311,15 +409,18 @@ def register(base: str = "sdpa") -> str:
     return name
 
 
-def base_kernel_for(config: Any, device: str) -> str:
+def base_kernel_for(model: Any, device: str) -> str:
     """sdpa, except eager for soft-capped attention (sdpa refuses ``softcap``; flash would do
-    on a GPU with flash-attn installed)."""
+    on a GPU with flash-attn installed) and for models whose class declares no sdpa support
+    (gpt-oss: its learned sinks are in its own eager kernel)."""
+    config = model.config
     cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
-    if getattr(cfg, "attn_logit_softcapping", None):
-        import importlib.util
+    import importlib.util
 
-        has_flash = importlib.util.find_spec("flash_attn") is not None
-        return "flash_attention_2" if has_flash and device.startswith("cuda") else "eager"
+    has_flash = importlib.util.find_spec("flash_attn") is not None
+    flash_ok = has_flash and device.startswith("cuda") and getattr(model, "_supports_flash_attn", 0)
+    if getattr(cfg, "attn_logit_softcapping", None) or not getattr(model, "_supports_sdpa", True):
+        return "flash_attention_2" if flash_ok else "eager"
     return "sdpa"
 
 
@@ -353,11 +454,19 @@ def run(
     desc: str | None = None,
     skip: int = 0,
     after_batch: Callable[[int], None] | None = None,
+    chunks: Sequence[int | None] = (),
+    pass_positions: bool = False,
+    pin_rows: tuple[Tensor, Tensor] | None = None,
 ) -> None:
     """Run every batch once with ``taps`` in the attention calls.
 
     Without ``on_logits`` the forward ends inside the last layer a tap reads (default: the
-    last layer), so neither the later layers nor the unembedding are computed.
+    last layer), so neither the later layers nor the unembedding are computed. ``chunks``:
+    each layer's attention chunk (Llama 4), checked against its mask. ``pass_positions``
+    hands the model ``batch.positions`` as ``position_ids`` (the layout probe shifts them);
+    otherwise the model numbers the slots itself, as in any ordinary forward. ``pin_rows``
+    (``dst``, ``src``): every attention output of rows ``dst`` is replaced by that of rows
+    ``src`` (the probe's shifted copies of a text stay bit-identical to it downstream).
     """
     n_layers = len(specs)
     if on_logits is None:
@@ -371,12 +480,14 @@ def run(
             if index < skip:
                 continue
             batch = _batch_to(batch, device)
-            _CURRENT.append(_Run(specs, taps, batch, stop))
+            _CURRENT.append(_Run(specs, taps, batch, stop, chunks, pin_rows))
+            extra = {"position_ids": batch.positions} if pass_positions else {}
             try:
                 out = model(
                     input_ids=batch.input_ids,
                     attention_mask=batch.attention_mask,
                     use_cache=False,
+                    **extra,
                 )
             except _Stop:
                 out = None

@@ -28,6 +28,7 @@ def snapshot(repo_id: str, revision: str | None = None) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
+        HFValidationError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
     )
@@ -49,6 +50,11 @@ def snapshot(repo_id: str, revision: str | None = None) -> Path:
             allow_patterns=ALLOW_PATTERNS,
             local_files_only=offline,
         )
+    except HFValidationError as err:  # before the network: the name cannot be a repo
+        raise ModelNotFoundError(
+            f"{repo_id!r} is neither a model folder here nor a valid hub id (owner/name, of "
+            "letters, digits, '-', '_' and '.'): check the spelling, or the path"
+        ) from err
     except LocalEntryNotFoundError as err:
         raise ModelNotFoundError(hint) from err
     except GatedRepoError as err:
@@ -64,3 +70,18 @@ def snapshot(repo_id: str, revision: str | None = None) -> Path:
             f"{repo_id!r} has no safetensors weights; rope-lens does not load pickled .bin files"
         )
     return Path(folder)
+
+
+def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
+    """The local snapshot folder of ``repo_id`` when it is cached, else None (never
+    downloads)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(
+            snapshot_download(
+                repo_id, revision=revision, allow_patterns=ALLOW_PATTERNS, local_files_only=True
+            )
+        )
+    except Exception:  # not cached, or not a valid repo id: nothing to check against
+        return None

@@ -25,6 +25,8 @@ from rope_lens.models.rope_config import (
     INV_FREQ_KEY,
     RopeLayout,
     check_supported,
+    pairing_for,
+    probe_limit,
     rope_layout,
 )
 
@@ -53,7 +55,8 @@ class LoadedModel:
         tokenizer: its tokenizer.
         bridge: TransformerLens TransformerBridge around ``hf_model`` (``tl`` backend only;
             see ``get_bridge``).
-        rope: per-layer RoPE facts read from the config (see ``RopeLayout``).
+        rope: per-layer RoPE facts, measured from the model and checked against its config
+            (see ``RopeLayout``).
         device: device of the input embeddings.
         dtype: parameter dtype.
     """
@@ -76,9 +79,7 @@ class LoadedModel:
         """Read the RoPE layout again from the model's rotation as it is now (after editing
         its rotary buffers by hand, e.g. zeroing them to make a NoPE model): the config is
         no longer the truth, the model is."""
-        from rope_lens.engine.probe import probe
-
-        probed = probe(self.hf_model, self.n_layers, _probe_token(self.hf_model), self.device)
+        probed = _probe(self.hf_model, self.device)
         self.rope = rope_layout(self.hf_model.config, self.rope.qk_norm, probed, check_config=False)
 
     def get_bridge(self) -> Any:
@@ -155,6 +156,10 @@ class LoadedModel:
 def resolve_device(device: str | None) -> str:
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"unknown --device {device!r}; choose auto, cpu, cuda or cuda:N") from None
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(
             f"--device {device} asked for, but no CUDA GPU is visible: use --device cpu"
@@ -225,7 +230,6 @@ def load_model(
     from transformers.utils import logging as hf_logging
 
     from rope_lens.engine import BACKENDS, native
-    from rope_lens.engine.probe import probe
 
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
@@ -258,12 +262,10 @@ def load_model(
         apply_inv_freq(hf_model, override)
     has_qk_norm = any(n.endswith(("q_norm", "query_norm")) for n, _ in hf_model.named_modules())
     check_supported(hf_model.config)
-    kernel = "eager" if backend == "tl" else native.base_kernel_for(hf_model.config, dev)
+    kernel = "eager" if backend == "tl" else native.base_kernel_for(hf_model, dev)
     native.install(hf_model, kernel)
     input_device = placement.input_device(hf_model)  # offloaded embeddings sit on meta
-    text_cfg = _text_config(hf_model)
-    probed = probe(hf_model, int(text_cfg.num_hidden_layers), _probe_token(hf_model), input_device)
-    layout = rope_layout(hf_model.config, has_qk_norm, probed)
+    layout = rope_layout(hf_model.config, has_qk_norm, _probe(hf_model, input_device))
 
     bridge = None
     if backend == "tl":
@@ -292,6 +294,23 @@ def _text_config(model: Any) -> Any:
 def _probe_token(model: Any) -> int:
     """Any ordinary token id for the layout probe (all its copies must be the same token)."""
     return min(100, int(getattr(_text_config(model), "vocab_size", 101)) - 1)
+
+
+def _probe(model: Any, device: torch.device) -> Any:
+    """Measure ``model``'s layout (``rope_lens.engine.probe``) within the positions its
+    config says keep one rotation regime."""
+    from rope_lens.engine.probe import probe
+
+    cfg = _text_config(model)
+    return probe(
+        model,
+        int(cfg.num_hidden_layers),
+        _probe_token(model),
+        device,
+        max_position=probe_limit(cfg),
+        vocab_size=int(getattr(cfg, "vocab_size", 0) or 0) or None,
+        prefer=pairing_for(cfg),
+    )
 
 
 def _given_folder(name: str) -> tuple[Path, ModelEntry | None]:

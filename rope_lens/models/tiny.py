@@ -78,6 +78,139 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "granite": ("GraniteConfig", {}),
     "glm": ("GlmConfig", {}),
+    # --- 2025-26 families whose layout varies per layer (issue 18) ---------------------------
+    # NoPE layers between RoPE layers: SmolLM3 every 2nd layer here (every 4th in the real one).
+    "smollm3": ("SmolLM3Config", {"num_hidden_layers": 4, "no_rope_layer_interval": 2}),
+    # Llama 4 text: NoPE every 2nd layer (4th in the real one) with attention temperature
+    # tuning (floor_scale 4 makes it act within a short text), weightless RMS norm after
+    # RoPE on the RoPE layers, chunked attention (chunks of 8) on the RoPE layers, MoE.
+    "llama4": (
+        "Llama4TextConfig",
+        {
+            "num_hidden_layers": 4,
+            "no_rope_layer_interval": 2,
+            "attention_chunk_size": 8,
+            "floor_scale": 4,
+            "attn_scale": 0.5,
+            "intermediate_size_mlp": 128,
+            "intermediate_size": 64,
+            "num_local_experts": 2,
+            "interleave_moe_layer_step": 2,
+        },
+    ),
+    # Command R7B: sliding layers rotate, the global one does not.
+    "cohere2": (
+        "Cohere2Config",
+        {
+            "num_hidden_layers": 4,
+            "sliding_window": 8,
+            "layer_types": ["sliding_attention"] * 3 + ["full_attention"],
+        },
+    ),
+    # EXAONE 4: the same (global layers without RoPE), with QK-norm before rotation.
+    "exaone4": (
+        "Exaone4Config",
+        {"num_hidden_layers": 4, "sliding_window": 8, "sliding_window_pattern": 4},
+    ),
+    # Hybrids: gated delta-net (linear attention) on 3 of 4 layers; attention layers with a
+    # sigmoid output gate and partial rotary (25%).
+    "qwen3_next": (
+        "Qwen3NextConfig",
+        {
+            "num_hidden_layers": 4,
+            "linear_key_head_dim": 8,
+            "linear_value_head_dim": 8,
+            "linear_num_key_heads": 2,
+            "linear_num_value_heads": 4,
+            "num_experts": 2,
+            "num_experts_per_tok": 1,
+            "moe_intermediate_size": 32,
+            "shared_expert_intermediate_size": 32,
+        },
+    ),
+    "qwen3_5": (
+        "Qwen3_5TextConfig",
+        {
+            "num_hidden_layers": 4,
+            "linear_key_head_dim": 8,
+            "linear_value_head_dim": 8,
+            "linear_num_key_heads": 2,
+            "linear_num_value_heads": 4,
+        },
+    ),
+    # LFM2: short convolutions on the layers without attention (layer 0 is one).
+    "lfm2": (
+        "Lfm2Config",
+        {"num_hidden_layers": 4, "full_attn_idxs": [1, 3], "block_multiple_of": 32},
+    ),
+    # gpt-oss: learned per-head sink logits, YaRN, sliding / full alternating, MoE; its
+    # attention needs the eager kernel (no sdpa with sinks).
+    "gpt_oss": (
+        "GptOssConfig",
+        {
+            "num_hidden_layers": 2,
+            "sliding_window": 8,
+            "num_local_experts": 2,
+            "num_experts_per_tok": 1,
+            "intermediate_size": 32,
+            "rope_parameters": {
+                "rope_type": "yarn",
+                "rope_theta": 150_000.0,
+                "factor": 32.0,
+                "beta_fast": 32.0,
+                "beta_slow": 1.0,
+                "truncate": False,
+                "original_max_position_embeddings": 256,
+            },
+        },
+    ),
+    # Families that passed before issue 18, kept passing.
+    "mixtral": (
+        "MixtralConfig",
+        {"num_local_experts": 2, "num_experts_per_tok": 1, "intermediate_size": 32},
+    ),
+    "qwen3_moe": (
+        "Qwen3MoeConfig",
+        {"num_experts": 2, "num_experts_per_tok": 1, "moe_intermediate_size": 32},
+    ),
+    "olmoe": ("OlmoeConfig", {"num_experts": 2, "num_experts_per_tok": 1, "intermediate_size": 32}),
+    "apertus": ("ApertusConfig", {}),
+    "helium": ("HeliumConfig", {}),
+    "seed_oss": ("SeedOssConfig", {}),
+    "ernie4_5": ("Ernie4_5Config", {}),
+    "glm4": ("Glm4Config", {}),
+    "persimmon": ("PersimmonConfig", {"num_key_value_heads": None}),
+    "nemotron": ("NemotronConfig", {}),
+    "falcon": (
+        "FalconConfig",
+        {
+            "new_decoder_architecture": True,
+            "num_kv_heads": 2,
+            "num_key_value_heads": None,
+            "head_dim": None,  # a property of FalconConfig (hidden / heads = 16)
+        },
+    ),
+    "vaultgemma": (
+        "VaultGemmaConfig",
+        {"num_key_value_heads": 1, "sliding_window": 8, "query_pre_attn_scalar": 16},
+    ),
+    "ministral3": (
+        "Ministral3Config",
+        {
+            "rope_parameters": {
+                "rope_type": "yarn",
+                "rope_theta": 1_000_000.0,
+                "factor": 16.0,
+                "original_max_position_embeddings": 256,
+                "beta_fast": 32.0,
+                "beta_slow": 1.0,
+                "mscale_all_dim": 1.0,
+                "mscale": 1.0,
+                "llama_4_scaling_beta": 0.1,
+            }
+        },
+    ),
+    "nanochat": ("NanoChatConfig", {"num_key_value_heads": 2}),
 }
 # Multi-head latent attention: keys are rebuilt from a low-rank latent plus a separate
 # rotary part, so there is no one rotated key per head to analyse. Refused with one line.

@@ -20,7 +20,6 @@ sha256 of every file, checked before resuming.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ import torch
 
 from rope_lens import atomic
 from rope_lens.errors import CheckpointError
+from rope_lens.identity import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +96,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path, cache=False)  # a manifest proves the bytes on disk, now
 
 
 _fsync = atomic.fsync_path
@@ -227,10 +223,23 @@ def find_latest(run_dir: str | Path) -> Path | None:
 def load_trainer_state(ckpt: Path) -> dict[str, Any]:
     """Verify ``ckpt`` and read its trainer state (``weights_only``: no pickled objects)."""
     verify(ckpt)
+    import pickle
+
     try:
         state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only met a pickled object: not ours
+        raise CheckpointError(
+            f"{ckpt / STATE_FILE} holds pickled Python objects, which rope-lens never loads "
+            "(its own trainer states are tensors and plain values only): it was not written "
+            f"by rope-lens; delete {ckpt.name} to resume from an older checkpoint, or start a "
+            "new run"
+        ) from None
     except Exception as err:  # torch raises many types for a bad file
-        raise CheckpointError(f"cannot read {ckpt / STATE_FILE}: {err}") from err
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(
+            f"cannot read {ckpt / STATE_FILE} ({type(err).__name__}: {first}); delete "
+            f"{ckpt.name} to resume from an older checkpoint, or start a new run"
+        ) from err
     if state.get("format") != FORMAT:
         raise CheckpointError(
             f"{ckpt} has trainer-state format {state.get('format')}, expected {FORMAT}"

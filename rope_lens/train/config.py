@@ -12,6 +12,7 @@ d_model 2048, 8 query heads, MQA, head_dim 256, GeGLU width 16384, 256k vocabula
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,34 @@ class ModelConfig:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff"):
             if getattr(self, name) < 1:
                 raise InputError(f"model.{name} must be positive, got {getattr(self, name)}")
+        check_range("model.init_std", self.init_std, low=0.0, low_open=True)
+
+
+def check_range(
+    name: str,
+    value: float,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """Refuse a setting outside its range (or NaN / infinite) in one line, before any step:
+    a negative clip trains by gradient ascent, a negative lr or decay the wrong way, a beta
+    of 1 or more never forgets, and torch only fails (if at all) deep inside the first step.
+
+    Raises:
+        InputError: naming the setting, its range and the value given.
+    """
+    ok = math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+        hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+        bounds = " and ".join(b for b in (lo, hi) if b)
+        raise InputError(f"--set {name}: must be a finite number {bounds}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -90,16 +119,28 @@ class TrainConfig:
             raise InputError(f"dataset must be 'wiki' or 'flan', got {self.dataset!r}")
         if self.mixed_precision not in ("auto", "no", "bf16"):
             raise InputError(f"mixed_precision must be auto, no or bf16: {self.mixed_precision}")
-        if self.batch_size % self.micro_batch_size:
-            raise InputError(
-                f"batch_size {self.batch_size} is not a multiple of "
-                f"micro_batch_size {self.micro_batch_size}"
-            )
         for name in ("seq_len", "steps", "eval_every", "ckpt_every", "log_every", "eval_tokens"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be positive, got {getattr(self, name)}")
         if not self.eval_lengths or min(self.eval_lengths) < 1:
             raise InputError(f"eval_lengths must be positive multiples: {self.eval_lengths}")
+        for name in ("batch_size", "micro_batch_size", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.warmup_steps < 0:
+            raise InputError(f"--set warmup_steps: must be >= 0, got {self.warmup_steps}")
+        check_range("lr", self.lr, low=0.0, low_open=True)
+        check_range("min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0)
+        check_range("weight_decay", self.weight_decay, low=0.0)
+        check_range("beta1", self.beta1, low=0.0, high=1.0, high_open=True)
+        check_range("beta2", self.beta2, low=0.0, high=1.0, high_open=True)
+        check_range("grad_clip", self.grad_clip, low=0.0, low_open=True)
+        check_range("theta", self.theta, low=0.0, low_open=True)
+        if self.batch_size % self.micro_batch_size:
+            raise InputError(
+                f"batch_size {self.batch_size} is not a multiple of "
+                f"micro_batch_size {self.micro_batch_size}"
+            )
 
     @property
     def positional_encoding(self) -> PositionalEncoding:

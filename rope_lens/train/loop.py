@@ -84,6 +84,18 @@ def _check_resume(saved: dict[str, Any], cfg: TrainConfig, ckpt: Path) -> None:
         )
 
 
+def _check_data(saved: dict[str, Any], now: dict[str, Any], ckpt: Path) -> None:
+    """The checkpoint was trained on the same text: the tokenizer is trained on it, so a
+    single changed character can give token ids another meaning."""
+    if saved.get("fingerprint") != now.get("fingerprint"):
+        raise CheckpointError(
+            f"checkpoint {ckpt} was trained on other data (fingerprint "
+            f"{saved.get('fingerprint')!r}, the data now {now.get('fingerprint')!r}; source "
+            f"{now.get('source')!r}): its tokenizer and token ids belong to that text; restore "
+            "the data it was trained on, or use a new --out directory"
+        )
+
+
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig, matrices: set[str]) -> Any:
     """AdamW; weight decay on matrices (incl. the tied embedding), not on norm gains.
 
@@ -275,6 +287,7 @@ def _setup(
     if latest is not None:
         state = ckpt_io.load_trainer_state(latest)
         _check_resume(state["info"]["train_config"], cfg, latest)
+        _check_data(state["info"].get("data", {}), data.meta, latest)
         ckpt_io.load_weights(model, latest)
     if cfg.activation_checkpointing:
         model.gradient_checkpointing_enable()

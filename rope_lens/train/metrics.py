@@ -9,10 +9,13 @@ by the checkpoint) are dropped, so the files read as one uninterrupted run.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
 from typing import Any
+
+from rope_lens import atomic
 
 TRAIN_COLUMNS = ("step", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "elapsed_s")
 EVAL_COLUMNS = ("step", "split", "length_multiple", "seq_len", "loss", "ppl", "tokens")
@@ -39,14 +42,18 @@ class MetricsLog:
         return rows
 
     def truncate(self, step: int) -> None:
-        """Keep only rows with ``step <= step`` (called when resuming from that step)."""
+        """Keep only rows with ``step <= step`` (called when resuming from that step).
+
+        Each file is rewritten whole under a temporary name and renamed over the old one, so
+        a kill at any point leaves every file holding at least the rows up to ``step`` (the
+        old file, or the new one); the next resume truncates again from ``metrics.jsonl``."""
         if not self.enabled:
             return
         keep = [r for r in self.rows() if r["step"] <= step]
-        for path in (self.jsonl, *self.csv.values()):
-            path.unlink(missing_ok=True)
-        for row in keep:
-            self._write(row)
+        for kind, path in self.csv.items():
+            if path.is_file() or any(r["kind"] == kind for r in keep):
+                atomic.write_text(path, _csv_text([r for r in keep if r["kind"] == kind], kind))
+        atomic.write_text(self.jsonl, "".join(_json_line(r) for r in keep))
 
     def log(self, kind: str, **row: Any) -> None:
         if self.enabled:
@@ -55,15 +62,27 @@ class MetricsLog:
     def _write(self, row: dict[str, Any]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.jsonl, "a") as fh:
-            fh.write(json.dumps(row, allow_nan=True) + "\n")
+            fh.write(_json_line(row))
         path = self.csv[row["kind"]]
-        columns = TRAIN_COLUMNS if row["kind"] == "train" else EVAL_COLUMNS
-        new = not path.is_file()
+        text = _csv_text([row], row["kind"], header=not path.is_file())
         with open(path, "a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow({c: row.get(c, "") for c in columns})
+            fh.write(text)
+
+
+def _json_line(row: dict[str, Any]) -> str:
+    return json.dumps(row, allow_nan=True) + "\n"
+
+
+def _csv_text(rows: list[dict[str, Any]], kind: str, header: bool = True) -> str:
+    """``rows`` of one kind as CSV text (with the header line unless ``header=False``)."""
+    columns = TRAIN_COLUMNS if kind == "train" else EVAL_COLUMNS
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    if header:
+        writer.writeheader()
+    for row in rows:
+        writer.writerow({c: row.get(c, "") for c in columns})
+    return buf.getvalue()
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:

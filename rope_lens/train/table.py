@@ -128,25 +128,12 @@ def run_grid(
         run; a rerun resumes or retries the failed ones).
     """
     from rope_lens.train.data import prepare_data
-    from rope_lens.train.loop import _check_resume
 
     say = log or (lambda _m: None)
-    failed: list[str] = []
-    todo = []
-    for c in cells:
-        cfg = dataclasses.replace(base, dataset=c.dataset, encoding=c.encoding, seed=c.seed)
-        path = c.run_dir(Path(out)) / "results.json"
-        if not path.is_file():
-            todo.append(c)
-            continue
-        try:  # a finished cell counts only if it was trained with today's settings
-            saved = read_results(path).get("train_config")
-            if saved is None:
-                raise CheckpointError(f"{path} records no train_config; delete it to retrain")
-            _check_resume(saved, cfg, path)
-        except RopeLensError as err:
-            failed.append(f"{path.parent}: {err}")
-            say(f"FAILED {path.parent}: {err}")
+    failed = check_cells(base, cells, out)
+    for line in failed:
+        say(f"FAILED {line}")
+    todo = [c for c in cells if not (c.run_dir(Path(out)) / "results.json").is_file()]
     for dataset in sorted({c.dataset for c in todo}):  # build caches once, before any fork
         prepare_data(dataset, base.data_source, base.model.vocab_size, data_root)
     args = []
@@ -197,15 +184,62 @@ def stop_workers(pool: ProcessPoolExecutor) -> None:
     pool.shutdown(wait=True, cancel_futures=True)
 
 
+def check_cells(base: TrainConfig, cells: Sequence[Cell], out: str | Path) -> list[str]:
+    """``"run_dir: why"`` for every finished cell that cannot stand in today's table: trained
+    with other settings than ``base`` (naming them), trained on other data than the other
+    finished cells of its dataset, or unreadable. A table never mixes them."""
+    from rope_lens.train.loop import _check_resume
+
+    problems: list[str] = []
+    data: dict[str, tuple[str, Path]] = {}  # dataset -> (fingerprint, first cell with it)
+    for c in cells:
+        path = c.run_dir(Path(out)) / "results.json"
+        if not path.is_file():
+            continue
+        cfg = dataclasses.replace(base, dataset=c.dataset, encoding=c.encoding, seed=c.seed)
+        try:  # a finished cell counts only if it was trained with today's settings
+            res = read_results(path)
+            saved = res.get("train_config")
+            if saved is None:
+                raise CheckpointError(f"{path} records no train_config; delete it to retrain")
+            _check_resume(saved, cfg, path)
+            fingerprint = str((res.get("data") or {}).get("fingerprint"))
+            first = data.setdefault(c.dataset, (fingerprint, path.parent))
+            if first[0] != fingerprint:
+                raise CheckpointError(
+                    f"trained on other {c.dataset} data (fingerprint {fingerprint}) than "
+                    f"{first[1]} ({first[0]}); delete one of them to retrain it"
+                )
+        except RopeLensError as err:
+            problems.append(f"{path.parent}: {err}")
+    return problems
+
+
 def read_results(path: Path) -> dict[str, Any]:
-    """A cell's ``results.json``, or a one-line CheckpointError if it cannot be read."""
+    """A cell's ``results.json``, or a one-line CheckpointError if it cannot be read (or does
+    not hold what a table needs: ``step``, and a perplexity per evaluated split)."""
     try:
         res = json.loads(path.read_text())
-        res["final"], res["step"]  # noqa: B018 (the keys we rely on)
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(
             f"{path} is unreadable ({type(err).__name__}); delete it to retrain that cell"
         ) from None
+    final = res.get("final") if isinstance(res, dict) else None
+    ok = (
+        isinstance(res, dict)
+        and isinstance(res.get("step"), int)
+        and isinstance(final, dict)
+        and bool(final)
+        and all(
+            isinstance(v, dict) and isinstance(v.get("ppl"), int | float) for v in final.values()
+        )
+        and isinstance(res.get("train_config", {}), dict)
+    )
+    if not ok:
+        raise CheckpointError(
+            f"{path} is unreadable (it lacks step, final perplexities or train_config); "
+            "delete it to retrain that cell"
+        )
     return res
 
 

@@ -269,25 +269,22 @@ BEYOND = {
 }
 
 
-def sections_for_folder(folder) -> list:
-    """Report sections for whichever of this module's tables are in ``folder``."""
+def sections_for_folder(folder, tables=None) -> list:
+    """Report sections for whichever of this module's tables are in ``folder``, or in
+    ``tables`` (kind -> DataFrame, as ``rope_lens.tables.read_folder`` checked them)."""
     import importlib
     import logging
-    from pathlib import Path
 
     from rope_lens.viz.report import Section
 
+    if tables is None:
+        from rope_lens.tables import read_folder
+
+        tables = read_folder(folder, kinds=BEYOND).tables
     out = []
     for stem, (title, module, what, paper, figs) in BEYOND.items():
-        path = Path(folder) / f"{stem}.parquet"
-        if not path.exists():
-            continue
-        try:
-            from rope_lens.io import load_table
-
-            df = load_table(path)[0]
-        except Exception as err:  # a bad table must not sink the whole report
-            logging.getLogger(__name__).warning("report: skipping %s (%s)", path, err)
+        df = tables.get(stem)
+        if df is None:
             continue
         summary = importlib.import_module(module).summarize(df)
         figures = []

@@ -325,11 +325,11 @@ def band_norm_panels(
             # Gaps (e.g. Gemma 3's full layers 5, 11, 17): one cell per column, not stretched.
             fig.update_xaxes(type="category", row=row, col=col)
         if not spaced:  # axis labels once, on the outer panels of each row (shared ladder)
-            hide = dict(title_text=None, showticklabels=False, row=row, col=col)
+            hide = dict(title_text=None, showticklabels=False)
             if col > 1:
-                fig.update_yaxes(secondary_y=False, **hide)
+                fig.update_yaxes(hide, row=row, col=col, secondary_y=False)
             if not last_in_row:
-                fig.update_yaxes(secondary_y=True, **hide)
+                fig.update_yaxes(hide, row=row, col=col, secondary_y=True)
     # The title (two lines with the model's name) sits at the top, above the subplot titles
     # (two lines for Gemma 3's layer types), each given its own band of the top margin.
     title_lines = (title or "").count("<br>") + 1 if title else 0

@@ -70,10 +70,8 @@ def _t(text: str, model: str, detail: str = "") -> str:
 # ---- head choice (from saved scores; only heads present in the per-token/decompose tables) --
 
 
-def _best(df: pd.DataFrame, score: str, where=None, among=None) -> tuple[int, int]:
+def _best(df: pd.DataFrame, score: str, where=None) -> tuple[int, int]:
     sub = df if where is None else df[where(df)]
-    if among is not None:
-        sub = sub.merge(among, on=["layer", "head"])
     if sub.empty:
         raise LookupError(f"no head to pick by {score}")
     r = sub.sort_values(score, ascending=False).iloc[0]
@@ -82,26 +80,62 @@ def _best(df: pd.DataFrame, score: str, where=None, among=None) -> tuple[int, in
 
 def pick_head(t: Tables, role: str, within: str) -> tuple[int, int]:
     """(layer, head) for a paper role: ``diag-first``, ``diag-last``, ``prev``, ``apostrophe``,
-    ``semantic``; restricted to heads present in table ``within``."""
-    among = t[within][["layer", "head"]].drop_duplicates()
+    ``semantic``: the best head for it in the corpus scores (heads, apostrophe tables).
+
+    Raises:
+        LookupError: no head fits, or table ``within`` (per_token, decompose) does not hold
+            that head: a panel of another head would claim to show this one.
+    """
     if role == "apostrophe":
-        return _best(t["apostrophe"], "apostrophe_score", among=among)
-    h = t["heads"]
-    mid = h["layer"].max() / 2
+        layer, head = _best(t["apostrophe"], "apostrophe_score")
+    else:
+        layer, head = _role_head(t["heads"], role)
+    held = t[within][["layer", "head"]].drop_duplicates()
+    if not ((held["layer"] == layer) & (held["head"] == head)).any():
+        have = [f"L{a}H{b}" for a, b in held.itertuples(index=False)]
+        shown = ", ".join(have[:4]) + (f" and {len(have) - 4} more" if len(have) > 4 else "")
+        raise LookupError(
+            f"the {within} table holds {shown or 'no head'}, not the {ROLES[role][1]} "
+            f"({describe(t, role, layer, head)}): rerun `rope-lens analyze --analysis "
+            f"{within.replace('_', '-')} --layers {layer}` (rope-lens report does)"
+        )
+    return layer, head
+
+
+def _role_head(h: pd.DataFrame, role: str) -> tuple[int, int]:
+    # "early" / "late" halves of the model's layers (of the scored ones when unknown)
+    mid = (h.attrs.get("n_layers") or int(h["layer"].max()) + 1) / 2 - 0.5
     if role == "diag-first":
-        return _best(h, "diag_score", lambda d: d["layer"] <= mid, among)
+        return _best(h, "diag_score", lambda d: d["layer"] <= mid)
     if role == "diag-last":
-        return _best(h, "diag_score", lambda d: d["layer"] > mid, among)
+        return _best(h, "diag_score", lambda d: d["layer"] > mid)
     if role == "prev":
-        return _best(h, "prev_score", among=among)
+        return _best(h, "prev_score")
     if role == "semantic":  # the paper's Fig 18: diffuse attention, i.e. the highest entropy
         if "entropy" not in h:
             raise LookupError(
                 "the heads table has no entropy column: rerun it with "
                 "`rope-lens analyze --analysis heads --spread`"
             )
-        return _best(h, "entropy", lambda d: d["head_class"] == "other", among)
+        return _best(h, "entropy", lambda d: d["head_class"] == "other")
     raise ValueError(role)
+
+
+def check_whole(df: pd.DataFrame, what: str) -> None:
+    """Refuse a decompose table computed for some query / key positions only (its sidecar's
+    options, kept in ``df.attrs`` by ``rope_lens.tables``) as a full attention pattern.
+
+    Raises:
+        LookupError: naming the option to drop.
+    """
+    options = df.attrs.get("options") or {}
+    given = {k: options[k] for k in ("query_pos", "key_pos") if options.get(k) is not None}
+    if given:
+        flags = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in given.items())
+        raise LookupError(
+            f"the decompose table was computed with {flags}: {what} needs every position; "
+            "rerun decompose without them (rope-lens report does)"
+        )
 
 
 _ROLE_SCORE = {
@@ -132,25 +166,21 @@ ROLES = {  # role -> (paper figures of its per-token norms, label, output key pr
 }
 
 
-def picked_layers(folder) -> str | None:
+def picked_layers(folder, model: Mapping[str, Any] | None = None) -> str | None:
     """Layers of the heads the per-token figures will show, picked from a results folder's
     saved scores (``"3,17,29"``), or None when no head scores are saved. ``rope-lens report``
-    and ``figures/compute_results.py`` run per-token and decompose on these layers only."""
-    from pathlib import Path
+    and ``figures/compute_results.py`` run per-token and decompose on these layers only.
+    ``model``: a model identity; scores of another model are not used."""
+    from rope_lens.tables import read_folder
 
-    from rope_lens.io import load_table
-
-    folder = Path(folder)
-    tables = {}
-    for kind in ("heads", "apostrophe"):
-        if (folder / f"{kind}.parquet").exists():
-            tables[kind] = load_table(folder / f"{kind}.parquet")[0]
+    tables = read_folder(folder, model, kinds=("heads", "apostrophe")).tables
     if "heads" not in tables:
         return None
     layers = set()
     for role in ROLES:
         try:
-            layers.add(pick_head(tables, role, "heads")[0])
+            own = "apostrophe" if role == "apostrophe" else "heads"
+            layers.add(pick_head(tables, role, own)[0])
         except (LookupError, KeyError):  # e.g. no apostrophe table: that role is skipped
             pass
     return ",".join(map(str, sorted(layers))) or None
@@ -178,6 +208,7 @@ def _pattern_recipe(role: str, value: str, key: str, paper: str) -> Recipe:
         df = t["decompose"]
         if value not in df:
             raise LookupError(f"the decompose table has no {value!r} column")
+        check_whole(df, "a full attention pattern")
         layer, head = pick_head(t, role, "decompose")
         what = "Attention pattern" if value == "attention" else "Attention logits"
         title = _t(f"{what}, {ROLES[role][1]}", model, describe(t, role, layer, head))
@@ -207,8 +238,9 @@ def _cs_recipe(role: str, table: str) -> Recipe:
 
 
 def _contributions(t: Tables, model: str) -> go.Figure:
-    layer, head = pick_head(t, "apostrophe", "decompose")
     df = t["decompose"]
+    check_whole(df, "the last query's contributions to keys 0, q - 1 and q")
+    layer, head = pick_head(t, "apostrophe", "decompose")
     sub = df[(df["layer"] == layer) & (df["head"] == head)]
     q = int(sub["query_pos"].max())
     return tokens.contribution_bars(
@@ -226,12 +258,26 @@ def _band(kind: str, label: str, layer: int | None = None):
         df = t["band_norm"]
         if layer is None:
             return freq.layer_frequency_heatmap(df, kind, _t(label, model))
+        n_layers = df.attrs.get("n_layers")
+        if n_layers is not None:  # the model's first / last layer, not the table's
+            want = range(n_layers)[layer]
+            if want not in set(df["layer"]):
+                raise LookupError(
+                    f"the band_norm table holds layers {_span(df['layer'])}, not the model's "
+                    f"{'first' if layer == 0 else 'last'} layer {want}: rerun band-norm with "
+                    f"--layers {want} (or all layers)"
+                )
         shown = sorted(df["layer"].unique())[layer]
         return freq.head_frequency_heatmap(
             df, kind, int(shown), title=_t(f"{label} (layer {shown})", model)
         )
 
     return draw
+
+
+def _span(layers) -> str:
+    values = sorted(set(int(x) for x in layers))
+    return ", ".join(map(str, values)) if len(values) <= 4 else f"{values[0]}-{values[-1]}"
 
 
 def _domains(t: Tables, model: str) -> go.Figure:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rope_lens.viz.paper import RECIPES, ROLES, Tables, pick_head, table_name_of
+from rope_lens.viz.paper import RECIPES, ROLES, Tables, pick_head
 from rope_lens.viz.report import Attention, Section
 
 log = logging.getLogger(__name__)
@@ -169,18 +169,19 @@ def build_sections(tables: Tables, metas: dict[str, dict], model: str) -> list[S
     return sections
 
 
-def sections_from_folder(folder: str | Path) -> tuple[list[Section], dict]:
-    """Sections for every recognised table in ``folder`` and the first table's sidecar."""
-    from rope_lens.io import load_table
+def sections_from_folder(folder: str | Path, model=None) -> tuple[list[Section], dict]:
+    """Sections for every recognised table in ``folder`` that belongs to ``model`` (a model
+    identity; default: the model most of its tables share), and the first table's sidecar."""
+    from rope_lens.tables import read_folder
 
-    tables, metas = {}, {}
-    for path in sorted(Path(folder).glob("*.parquet")):
-        df, meta = load_table(path)
-        kind = table_name_of(df, meta)
-        if kind is not None:
-            tables[kind], metas[kind] = df, meta
-    first = next(iter(metas.values()), {})
-    model = str(first.get("model", Path(folder).name))
+    found = read_folder(folder, model)
+    return sections_for(found), next(iter(found.metas.values()), {})
+
+
+def sections_for(found) -> list[Section]:
+    """Sections for the tables of a :class:`rope_lens.tables.Folder`."""
     from rope_lens.viz import beyond  # critical, massive values, sinks, passkey
 
-    return build_sections(tables, metas, model) + beyond.sections_for_folder(folder), first
+    return build_sections(found.tables, found.metas, found.model) + beyond.sections_for_folder(
+        None, found.tables
+    )

@@ -63,7 +63,11 @@ def tiny_registry(tmp_path_factory, monkeypatch):
         name: tiny_model_dir(arch, root / name, **shape)
         for name, (arch, shape) in STAND_INS.items()
     }
+    # Where a converted model is loaded from, and where readers look for one (tables of a
+    # registry model are checked against that folder's identity without loading it).
     monkeypatch.setattr(packaged, "ensure_converted", lambda entry: folders[entry.name])
+    monkeypatch.setattr(packaged, "converted_dir", lambda entry: folders[entry.name])
+    monkeypatch.setattr(packaged, "is_converted", lambda entry: entry.name in folders)
 
 
 def _script(path: str):

@@ -27,17 +27,34 @@ def _args(tmp_path, models, **kw):
     return argparse.Namespace(**{**base, **kw})
 
 
+def _saved(lm, name: str, analysis: str, results) -> None:
+    """``analysis`` of ``lm`` saved the way ``rope-lens analyze`` saves it (a sidecar with its
+    identity: compare uses no table without one)."""
+    from rope_lens.pipeline import run_request
+    from rope_lens.request import AnalysisRequest
+
+    out = default_results_dir(name, results)
+    prompts = results.parent / "atlas.txt"
+    prompts.write_text(TEXT + "\n")
+    req = AnalysisRequest(model=name, analysis=analysis, out=str(out), progress=False)
+    layers = "0,1" if analysis == "sinks" else None
+    assert run_request(req.replace(prompts=str(prompts), layers=layers, threads=1), lm) == 0
+
+
+TEXT = "An atlas of models, side by side."
+
+
 def test_atlas_from_saved_tables(tiny_lm, tiny_dirs, tmp_path, capsys):
     models = [str(tiny_dirs["llama"]), str(tiny_dirs["gemma3"])]
     for arch, name in zip(("llama", "gemma3"), models):
         lm = tiny_lm(arch)
+        for analysis in ("critical", "sinks"):
+            _saved(lm, name, analysis, tmp_path / "results")
         folder = default_results_dir(name, tmp_path / "results")
-        folder.mkdir(parents=True)
-        critical.run(lm).to_parquet(folder / "critical.parquet")
-        batch = one_batch(lm, ["An atlas of models, side by side."])
-        sinks.run(lm, lambda b=batch: iter([b]), [0, 1], n_prompts=1, progress=False).to_parquet(
-            folder / "sinks.parquet"
-        )
+        batch = one_batch(lm, [TEXT])
+        want = sinks.run(lm, lambda b=batch: iter([b]), [0, 1], n_prompts=1, progress=False)
+        got = pd.read_parquet(folder / "sinks.parquet")
+        pd.testing.assert_frame_equal(got, want)  # the saved table is the analysis' own
     assert compare.run(_args(tmp_path, models)) == 0
     crit = pd.read_csv(tmp_path / "atlas" / "critical.csv")
     # gemma3 has two layer types, llama one: three rows, each the per-model table's share.
@@ -57,8 +74,10 @@ def test_atlas_from_saved_tables(tiny_lm, tiny_dirs, tmp_path, capsys):
 
 def test_missing_tables_are_named_and_run_makes_them(tiny_dirs, tmp_path, capsys):
     model = str(tiny_dirs["llama"])
-    compare.run(_args(tmp_path, [model], questions="critical"))
+    with pytest.raises(InputError, match="no table to compare"):
+        compare.run(_args(tmp_path, [model], questions="critical"))
     assert "no critical table" in capsys.readouterr().out
+    assert not (tmp_path / "atlas").exists()  # no folder without tables
     assert compare.run(_args(tmp_path, [model], questions="critical", run=True)) == 0
     assert "critical: 32 rows" not in capsys.readouterr().out  # one row per layer type
     assert pd.read_csv(tmp_path / "atlas" / "critical.csv").shape[0] == 1

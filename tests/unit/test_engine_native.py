@@ -13,7 +13,7 @@ from rope_lens.engine import kernels
 from rope_lens.errors import RopeLensError
 from rope_lens.extract import Site, capture
 from rope_lens.models import load_model
-from rope_lens.models.tiny import FAMILIES, family_model_dir
+from rope_lens.models.tiny import family_model_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -22,22 +22,6 @@ TEXTS = [
     "To be, or not to be",
     "Now is the winter of our discontent made glorious summer",
 ]
-INTERLEAVED = {"cohere", "gptj", "glm"}
-ROTARY_DIM = {"phi": 8, "gpt_neox": 4, "stablelm": 4, "gptj": 8, "glm": 8}
-
-
-@pytest.fixture(scope="module")
-def family(tmp_path_factory):
-    root = tmp_path_factory.mktemp("families")
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            folder = family_model_dir(name, root / name)
-            cache[name] = (folder, load_model(str(folder), device="cpu"))
-        return cache[name]
-
-    return get
 
 
 def _batches(lm, texts=TEXTS, batch_size=2):
@@ -108,6 +92,64 @@ def test_positional_stats_run_in_the_models_dtype():
     assert torch.allclose(got.lse, ref.lse, atol=5e-2)
 
 
+@pytest.mark.parametrize("chunk", [None, 6])
+@pytest.mark.parametrize("with_sinks", [False, True])
+def test_chunks_and_learned_sinks_equal_an_explicit_softmax(chunk, with_sinks):
+    """Chunked attention (Llama 4) and a learned sink logit per head (gpt-oss), fused and in
+    query blocks: the log-sum-exp includes the sink, the keys' sums and the layer's output are
+    the explicit softmax's over [scores, sink] with the sink's own weight dropped."""
+    torch.manual_seed(3)
+    q, k, v = (
+        torch.randn(2, 3, 20, 16) * 2,
+        torch.randn(2, 3, 20, 16) * 2,
+        torch.randn(2, 3, 20, 16),
+    )
+    sinks = torch.tensor([0.5, 2.0, -1.0]) if with_sinks else None
+    s = kernels.explicit_scores(q, k, 0.25, None, None, chunk)
+    full = torch.cat([s, sinks[None, :, None, None].expand(2, 3, 20, 1)], -1) if with_sinks else s
+    lse = torch.logsumexp(full, -1)
+    a = kernels.softmax_with_sinks(s, sinks)
+    pos = torch.arange(20, dtype=q.dtype)
+    want = (lse, (a * s.nan_to_num(neginf=0.0)).sum(-1), a @ pos, a.sum(-1))
+    old = kernels.BLOCK
+    kernels.BLOCK = 7
+    try:
+        for force in (False, True):
+            got, out = kernels.attention_stats(
+                q, k, 0.25, None, None, force, value=v, chunk=chunk, sinks=sinks
+            )
+            mass = got.key_mass if got.key_mass is not None else torch.ones_like(got.lse)
+            for x, y in zip((got.lse, got.score_mean, got.pos_mean, mass), want):
+                assert x is not None and torch.allclose(x, y, atol=1e-4), force
+            if out is not None:
+                assert chunk is None and not force
+                assert torch.allclose(out, a @ v, atol=1e-5)
+            got, out = kernels.attention_stats(
+                q, k, 0.25, None, None, force, value=v, spread=False, chunk=chunk, sinks=sinks
+            )
+            assert torch.allclose(got.lse, want[0], atol=1e-4)
+            if out is not None:
+                assert torch.allclose(out, a @ v, atol=1e-5)
+    finally:
+        kernels.BLOCK = old
+
+
+def test_masks_are_read_as_window_and_chunk_or_refused():
+    """A call's mask is read back as the (window, chunk) whose causal pattern it is; windows
+    and chunks the tokens do not reach read as None; other patterns as None (refused)."""
+    n = 12
+    pos = torch.arange(n)
+    for window, chunk in [(None, None), (4, None), (None, 5), (3, 5), (20, None)]:
+        mask = kernels.allowed(pos[:, None], pos[None, :], window, chunk)
+        read = kernels.visibility_of(mask)
+        assert read is not None
+        assert torch.equal(kernels.allowed(pos[:, None], pos[None, :], *read), mask)
+        assert read == ((window if window and window < n else None), chunk)
+    holey = kernels.allowed(pos[:, None], pos[None, :], None)
+    holey[7, 3] = False
+    assert kernels.visibility_of(holey) is None
+
+
 @pytest.mark.parametrize("spread", [False, True])
 def test_attention_stats_read_gqa_keys_unrepeated(spread):
     """Keys and values with fewer heads than queries (GQA) give what keys repeated in
@@ -129,61 +171,7 @@ def test_attention_stats_read_gqa_keys_unrepeated(spread):
     )
 
 
-# --- every family -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", sorted(FAMILIES))
-def test_family_layout_is_the_models_own_rotation(family, name):
-    """On a text of one repeated token, layer 0's inputs are identical at every position, so
-    its pre-rotation vectors must be too: un-rotating with the layout we read must undo the
-    model's rotation exactly (frequencies and pairing), whatever the architecture."""
-    _, lm = family(name)
-    spec = lm.rope.layer_specs[0]
-    assert spec.pairing == ("interleaved" if name in INTERLEAVED else "half")
-    assert spec.rotary_dim == ROTARY_DIM.get(name, 16)
-    ids = torch.full((1, 24), 40)
-    batch = inputs.Batch(ids, torch.ones_like(ids), torch.arange(24)[None], ids > 0)
-    acts = capture(lm, batch, [Site(0, "q", "pre"), Site(0, "q", "rot"), Site(0, "k", "pre")])
-    for site in (Site(0, "q", "pre"), Site(0, "k", "pre")):
-        x = acts[site][0]  # (pos, head, d_head)
-        assert torch.allclose(x, x[:1].expand_as(x), atol=2e-5 * float(x.abs().max())), site
-    rot = acts[Site(0, "q", "rot")][0]
-    moving = spec.frequencies()[: spec.rotary_dim // 2] > 1e-3
-    if moving.any():  # and the model does rotate: post-rotation vectors differ by position
-        assert (rot[5] - rot[0]).abs().max() > 1e-3
-
-
-@pytest.mark.parametrize("name", sorted(FAMILIES))
-def test_family_head_scores_equal_the_models_eager_attention(family, name):
-    """Head scores from logits + log-sum-exp (no pattern) equal scores reduced from the
-    model's own eager attention weights (``output_attentions``), with sliding windows and
-    soft-capping as the model applies them."""
-    from transformers import AutoModelForCausalLM
-
-    folder, lm = family(name)
-    eager = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
-    make = _batches(lm)
-    positional = heads.run(lm, make(), list(range(lm.n_layers)), progress=False)
-    ours = heads.run(lm, make(), list(range(lm.n_layers)), progress=False, spread=True)
-    ref = heads.HeadScoreReducer(lm, range(lm.n_layers), spread=True)
-    with torch.no_grad():
-        for batch in make():
-            out = eager(
-                batch.input_ids,
-                attention_mask=batch.attention_mask,
-                output_attentions=True,
-                use_cache=False,
-            )
-            for layer, pattern in enumerate(out.attentions):
-                ref.update(layer, pattern, batch.count_mask)
-    theirs = ref.to_frame()
-    for col in heads.SCORES:
-        err = (ours[col] - theirs[col]).abs().max()
-        assert err < 1e-4, (name, col, float(err))
-    assert list(positional.columns) == heads.columns(spread=False)
-    for col in heads.POSITIONAL:  # the default run (the model's own kernel) agrees too
-        err = (positional[col] - theirs[col]).abs().max()
-        assert err < 1e-4, (name, "positional", col, float(err))
+# --- specific families (every family: tests/unit/test_families.py) ------------------------
 
 
 def test_gemma4_full_layers_are_p_rope(family):

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from rope_lens import cli, io
+from tests.helpers import one_error_line
 
 SMALL = ["--layers", "0", "--max-tokens", "60", "--batch-size", "2", "--no-progress"]
 
@@ -45,10 +46,7 @@ def _analyze(capsys, *argv):
     return code, out.out, out.err
 
 
-def _one_line(err: str, message: str) -> None:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert message in lines[0], lines[0]
+_one_line = one_error_line
 
 
 @pytest.fixture
@@ -240,7 +238,7 @@ def test_truncated_or_short_table_is_never_up_to_date(model, tmp_path, capsys):
     # half the rows under the full table's metadata (e.g. a legacy table beside its sidecar)
     good.head(len(good) // 2).to_parquet(table, index=False)
     meta = json.loads(table.with_suffix(".json").read_text())
-    assert io.reusable(table, meta["identity"], ["mean_norm"]) is not None
+    assert io.reusable(table, meta["identity_fields"], ["mean_norm"]) is not None
     code, stdout, _ = _analyze(capsys, *args)
     assert code == 0 and "up to date" not in stdout and len(pd.read_parquet(table)) == len(good)
     # report refuses the short table with one line rather than drawing half of it

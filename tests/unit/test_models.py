@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rope_lens.errors import CheckpointError, ModelNotFoundError
+from rope_lens.errors import ModelNotFoundError
 from rope_lens.models import REGISTRY, suggest
 from rope_lens.models.load import resolve_folder
 from rope_lens.models.rope_config import rope_layout
@@ -62,9 +62,10 @@ def test_registry_hub_model_and_revision_pinning(tmp_path, monkeypatch, tiny_dir
         resolve_folder("gemma-7b", revision="c" * 40)
 
 
-def test_frequency_mismatch_is_refused(tiny_lm):
-    """If config-derived frequencies ever disagree with the model's own rotation (read by the
-    load-time probe), the layout is refused, never silently chosen."""
+def test_frequency_mismatch_uses_the_models_rotation_and_says_so(tiny_lm, caplog):
+    """If the config's frequencies ever disagree with the model's own rotation (measured by
+    the load-time probe), the model's rotation is what the layout holds, never the config's,
+    and the disagreement is logged and recorded for the sidecar, never silent."""
     from rope_lens.engine.probe import probe
 
     lm = tiny_lm("llama")
@@ -72,16 +73,23 @@ def test_frequency_mismatch_is_refused(tiny_lm):
     saved = rotary.inv_freq.clone()
 
     def layout():
-        seen = probe(lm.hf_model, lm.n_layers, 40, lm.device)
+        seen = probe(lm.hf_model, lm.n_layers, 40, lm.device, max_position=1024, vocab_size=99)
         return rope_layout(lm.hf_model.config, False, seen)
 
     try:
         rotary.inv_freq = saved * 1.5
-        with pytest.raises(CheckpointError, match="differ from the model's own rotation"):
-            layout()
+        edited = layout()
     finally:
         rotary.inv_freq = saved
-    layout()
+    want = saved.double() * 1.5
+    for layer in range(lm.n_layers):
+        assert torch.allclose(edited.layer_specs[layer].inv_freq, want, rtol=1e-6)
+        assert edited.layer_facts[layer]["config"].startswith("differs: config gives chunk 0")
+    assert "differs" in caplog.text
+    assert edited.describe()["measured"]["0"]["config"].startswith("differs")
+    fine = layout()
+    assert fine.layer_facts[0]["config"] == "agrees"
+    assert torch.allclose(fine.layer_specs[0].inv_freq, saved.double(), rtol=1e-6)
 
 
 def test_training_checkpoint_frequencies_override(tiny_dirs, tmp_path):

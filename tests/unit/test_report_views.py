@@ -116,21 +116,13 @@ def test_picked_layers_come_from_the_saved_scores(tmp_path):
     assert layers and all(0 <= int(x) < 4 for x in layers.split(","))
 
 
-def test_report_reruns_heads_saved_without_the_spread(tmp_path):
-    """A heads table from a default run (no entropy) is rerun by the report with --spread, so
-    Fig 18 can pick its head; Fig 18's picker says how to get the column."""
-    from rope_lens.commands.report import _is_current
+def test_fig18_says_how_to_get_the_entropy():
+    """A heads table from a default run (no entropy): Fig 18's picker says how to get the
+    column (the report reruns heads with --spread: test_faults_readers.py)."""
     from rope_lens.viz.paper import pick_head
 
-    full = heads_frame()
-    save_table(full, tmp_path / "heads", {"model": "tiny"})
-    assert _is_current(tmp_path / "heads.parquet", "tiny")
-    save_table(
-        full.drop(columns=["mean_distance", "entropy"]), tmp_path / "heads", {"model": "tiny"}
-    )
-    assert not _is_current(tmp_path / "heads.parquet", "tiny")
     with pytest.raises(LookupError, match="--spread"):
-        pick_head({"heads": full.drop(columns=["entropy"])}, "semantic", "heads")
+        pick_head({"heads": heads_frame().drop(columns=["entropy"])}, "semantic", "heads")
 
 
 def test_my_library_code_never_imports_the_cli():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rope_lens import cli
-from tests.helpers import TINY_TRAIN_SETS
+from tests.helpers import TINY_TRAIN_SETS, fails_in_one_line
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "train"
 TINY = TINY_TRAIN_SETS
@@ -23,12 +23,7 @@ def commands(monkeypatch):
     torch.set_num_threads(before)
 
 
-def _fails_cleanly(capsys, argv, match):
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err
-    lines = [x for x in err.splitlines() if x.startswith("error:")]
-    assert len(lines) == 1 and match in lines[0], err
-    assert "Traceback" not in err
+_fails_cleanly = fails_in_one_line
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """Configs, the dry run, the Table 2 summary and the two CLI subcommands (no training here)."""
 
 import argparse
+import dataclasses
 import json
 
 import pandas as pd
@@ -93,7 +94,9 @@ def _fake_runs(tmp_path):
             f"valid@{k}x": {"loss": 0.0, "ppl": ppl * k, "tokens": 10, "seq_len": 4 * k}
             for k in (1, 2, 4)
         }
-        (d / "results.json").write_text(json.dumps({"step": 5, "final": final}))
+        trained = dataclasses.replace(CPU, dataset=c.dataset, encoding=c.encoding, seed=c.seed)
+        res = {"step": 5, "final": final, "train_config": trained.to_dict()}
+        (d / "results.json").write_text(json.dumps(res | {"data": {"fingerprint": "f0"}}))
     return cells
 
 

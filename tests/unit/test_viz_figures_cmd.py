@@ -12,6 +12,8 @@ from rope_lens.errors import InputError
 from rope_lens.io import save_table
 from tests.viz_frames import band_norm_frame, heads_frame
 
+TINY = figures.output_name("tiny", None)  # the synthetic tables' model: no registry name
+
 
 def _args(**kw) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
@@ -35,12 +37,12 @@ def test_figures_from_a_results_parent(results, tmp_path, capsys):
     out = tmp_path / "out"
     rc = figures.run(_args(results=[str(results)], out=str(out), formats="html", theory="skip"))
     assert rc == 0
-    names = {p.name for p in (out / "tiny").iterdir()}
+    names = {p.name for p in (out / TINY).iterdir()}
     assert {"fig03a_query_per_layer.html", "fig19_query_by_domain.html"} <= names
     assert "extra_head_classes.html" in names
     assert not any(n.endswith(".tmp") for n in names)
     index = (out / "INDEX.md").read_text()
-    assert "| Fig 3(a), Fig 10(a) | tiny | `tiny/fig03a_query_per_layer` |" in index
+    assert f"| Fig 3(a), Fig 10(a) | tiny | `{TINY}/fig03a_query_per_layer` |" in index
     assert "wrote" in capsys.readouterr().out
 
 
@@ -51,7 +53,7 @@ def test_only_selects_recipes(results, tmp_path):
         only=["fig13_qkv_per_layer"],
     )  # fmt: skip
     assert figures.run(args) == 0
-    assert [p.name for p in (out / "tiny").iterdir()] == ["fig13_qkv_per_layer.html"]
+    assert [p.name for p in (out / TINY).iterdir()] == ["fig13_qkv_per_layer.html"]
 
 
 def test_nothing_to_draw_is_an_input_error(tmp_path):
@@ -74,7 +76,7 @@ def test_static_formats_in_one_batch(results, tmp_path):
         only=["fig03b_key_per_layer"],
     )  # fmt: skip
     assert figures.run(args) == 0
-    stem = out / "tiny" / "fig03b_key_per_layer"
+    stem = out / TINY / "fig03b_key_per_layer"
     assert stem.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert stem.with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
     assert b"<svg" in stem.with_suffix(".svg").read_bytes()[:500]
@@ -100,7 +102,7 @@ def test_without_chromium_static_export_is_refused_not_downloaded(results, tmp_p
     args = _args(results=[str(results)], out=str(out), formats="html,png", theory="skip",
                  only=["fig03a_query_per_layer"])  # fmt: skip
     assert figures.run(args) == 0  # static formats dropped with a warning
-    assert [p.name for p in (out / "tiny").iterdir()] == ["fig03a_query_per_layer.html"]
+    assert [p.name for p in (out / TINY).iterdir()] == ["fig03a_query_per_layer.html"]
     assert not started
 
 

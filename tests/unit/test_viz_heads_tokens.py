@@ -130,11 +130,12 @@ def test_pick_head_uses_scores_not_indices():
     assert paper.pick_head(t, "diag-first", "per_token") == (0, 1)
     assert paper.pick_head(t, "diag-last", "per_token") == (3, 2)
     assert paper.pick_head(t, "prev", "per_token") == (0, 3)
-    # Only heads present in the table can be picked; the title then says how well it fits.
+    # A table without the role's head gives no panel (issue 20: a per-token table of layer 2
+    # drew its best head, class other, titled "previous-token head"), and says what to run.
     t["per_token"] = per_token_frame(TOKENS[:2], layers=(2,))
-    layer, head = paper.pick_head(t, "prev", "per_token")
-    assert layer == 2 and paper.describe(t, "prev", layer, head).endswith("class other")
-    with pytest.raises(LookupError):
+    with pytest.raises(LookupError, match=r"not the previous-token head \(L0H3.*--layers 0"):
+        paper.pick_head(t, "prev", "per_token")
+    with pytest.raises(LookupError, match="holds no head"):
         paper.pick_head({**t, "per_token": t["per_token"].iloc[:0]}, "prev", "per_token")
 
 

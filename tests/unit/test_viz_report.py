@@ -106,7 +106,7 @@ def test_attention_view_labels_every_position_when_only_some_queries_were_decomp
     from tests.viz_frames import decompose_frame, heads_frame
 
     toks = ["<bos>", "It", "'s", " a", " truth", " universally"]
-    dec = decompose_frame(toks)
+    dec = decompose_frame(toks, layer=3, head=2)  # the late diagonal head of heads_frame
     dec = dec[dec.query_pos.isin([3, 5])]
     views = attention_views({"heads": heads_frame(), "decompose": dec})
     assert views, "no view drawn"
