@@ -11,16 +11,42 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from rope_lens.commands import COMMANDS
 from rope_lens.errors import Terminated
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the package's error style: one ``error:`` line (exit 2) naming the
+    nearest valid choice, instead of the full usage (60 lines for ``analyze``) and no hint."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {suggest_choice(message)}\n")
+
+
+_INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)$")
+
+
+def suggest_choice(message: str) -> str:
+    """argparse's "invalid choice" message with the nearest choice named first."""
+    from rope_lens.request import nearest
+
+    m = _INVALID_CHOICE.search(message)
+    if m is None:
+        return f"{message} (--help lists every option)"
+    choices = [c.strip().strip("'") for c in m.group(2).split(",")]
+    close = nearest(m.group(1), choices)
+    hint = f"did you mean {close!r}? " if close else ""
+    return f"{message[: m.start()]}invalid choice {m.group(1)!r}; {hint}choose from {', '.join(choices)}"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="rope-lens",
         description="Find out how language models use Rotary Positional Encodings.",
     )

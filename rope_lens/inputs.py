@@ -174,6 +174,14 @@ def tokenize(
     return out
 
 
+def token_texts(tokenizer, ids: Sequence[int]) -> list[str]:
+    """Each token as the text it stands for: its id decoded alone, so byte-level BPE and
+    SentencePiece markers become spaces (``" sure"``, not ``"Ġsure"`` / ``"▁sure"``) and
+    special tokens keep their text (``"<|im_start|>"``). The one place token text for display
+    is made (tables, notebooks, the report); escaping is the renderer's job."""
+    return [tokenizer.decode([int(i)]) for i in ids]
+
+
 def batch_factory(
     sequences: Sequence[Sequence[int]],
     batch_size: int,

@@ -5,7 +5,7 @@
     lens = Lens("smollm2-135m")
     norms = lens.run("band-norm", prompts="wiki", max_tokens=20_000)
     heads = lens.run("heads", layers=[0, -1])
-    parts = lens.run("decompose", prompts="It's a truth universally acknowledged",
+    parts = lens.run("decompose", texts="It's a truth universally acknowledged",
                      layers=[3], head=2, query_pos="5")
     qk = lens.qk("It's a truth universally acknowledged", layers=[0], stage="rot")
 
@@ -15,7 +15,9 @@ memory (and its tokenizer), ``Lens(bridge)`` a TransformerLens ``TransformerBrid
 It does what ``rope-lens analyze`` does minus the files: the same analyses
 (``rope_lens.analyses.ANALYSES``), the same options (``head``, ``band``, ``ablation``, ``sweep``,
 ``query_pos``, ...; see ``rope-lens analyze --help``), the same input conventions (BOS prepended
-and not counted, right padding, truncation to the window with one warning). Save a result with
+and not counted, right padding, truncation to the window with one warning) and the same checks
+(``rope_lens.lens_args``): ``prompts=`` names a source as ``--prompts`` does, ``texts=`` is the
+texts themselves. Save a result with
 ``rope_lens.io.save_table`` or run the CLI when you want the JSON sidecar and resumability.
 """
 
@@ -29,46 +31,34 @@ from typing import Any
 import pandas as pd
 
 from rope_lens import inputs
-from rope_lens.analyses import ANALYSES
 from rope_lens.errors import InputError
 from rope_lens.extract import STAGES, Site, capture, check_layers
 from rope_lens.inputs import Batch
+from rope_lens.lens_args import (
+    RUN_KEYWORDS,
+    Prompts,
+    check_layers_arg,
+    check_size,
+    check_switch,
+    checked_here,
+    resolve_texts,
+)
 from rope_lens.models import load_model
 from rope_lens.models.load import LoadedModel
 from rope_lens.request import BATCH_SIZE, MAX_LEN
 
-Prompts = str | Path | Sequence[str]
-
 QK_COLUMNS = ["prompt", "layer", "kind", "stage", "head", "pos", "token", "dim", "value"]
 
 
-def as_texts(prompts: Prompts, limit: int | None = None) -> list[str]:
-    """What ``prompts`` means, as a list of texts.
-
-    - a built-in source name (``shakespeare``, ``wiki``), a ``Path``, or a string naming an
-      existing file: the texts of that source (``.txt``: one per line; ``.jsonl``: ``text``);
-    - a string that looks like a file name (no spaces, ends in ``.txt`` / ``.jsonl``) but does
-      not exist: an error, not a one-word text;
-    - any other string: one text;
-    - a list of strings: those texts (empty ones dropped).
-    """
-    if isinstance(prompts, Path) or (isinstance(prompts, str) and _names_a_source(prompts)):
-        return inputs.load_texts(prompts, limit)
-    texts = [prompts] if isinstance(prompts, str) else list(prompts)
-    texts = [t for t in texts if t.strip()]
-    if not texts:
-        raise InputError("no non-empty prompts given")
-    return texts[:limit] if limit else texts
-
-
-def _names_a_source(text: str) -> bool:
-    if text in inputs.BUILTIN_SOURCES:
-        return True
-    if "\n" in text or len(text) > 4096:
-        return False
-    if Path(text).exists():
-        return True
-    return not any(c.isspace() for c in text) and text.endswith((".txt", ".jsonl"))
+@checked_here
+def as_texts(
+    prompts: Prompts | None = None,
+    limit: int | None = None,
+    texts: str | Sequence[str] | None = None,
+) -> Sequence[str]:
+    """What ``prompts`` (a source: ``shakespeare``, ``wiki``, a file) or ``texts`` (the texts
+    themselves) stand for, as a list of texts; see :mod:`rope_lens.lens_args`."""
+    return resolve_texts(prompts, texts, limit)
 
 
 class Lens:
@@ -149,25 +139,47 @@ class Lens:
             f"heads, head_dim {lm.head_dim}, {lm.device}, {lm.dtype})"
         )
 
-    def texts(self, prompts: Prompts = "shakespeare", limit: int | None = None) -> list[str]:
-        """The texts ``prompts`` stands for (see :func:`as_texts`)."""
-        return as_texts(prompts, limit)
+    @checked_here
+    def texts(
+        self,
+        prompts: Prompts | None = None,
+        limit: int | None = None,
+        texts: str | Sequence[str] | None = None,
+    ) -> Sequence[str]:
+        """The texts ``prompts`` or ``texts`` stand for (see :func:`as_texts`)."""
+        return as_texts(prompts, limit, texts)
 
+    def tokens(self, text: str, bos: bool = True) -> list[str]:
+        """The tokens of one text as readable strings (each id decoded: ``" sure"``, not the
+        tokenizer's ``"Ġsure"``), BOS first when the model has one and ``bos``."""
+        lm = self.lm
+        ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if bos and lm.bos_token_id is not None:
+            ids = [lm.bos_token_id, *ids]
+        return inputs.token_texts(lm.tokenizer, ids)
+
+    @checked_here
     def batches(
         self,
-        prompts: Prompts = "shakespeare",
+        prompts: Prompts | None = None,
         max_len: int = MAX_LEN,
         batch_size: int = BATCH_SIZE,
         bos: bool = True,
         count_bos: bool = False,
         max_tokens: int | None = None,
         limit: int | None = None,
+        *,
+        texts: str | Sequence[str] | None = None,
     ) -> Callable[[], Iterator[Batch]]:
         """A factory of fresh batch iterators (analyses with two passes call it twice)."""
         lm = self.lm
+        chosen = self.texts(prompts, limit, texts)
+        max_len, batch_size = check_size("max_len", max_len), check_size("batch_size", batch_size)
+        max_tokens = check_size("max_tokens", max_tokens)
+        bos, count_bos = check_switch("bos", bos), check_switch("count_bos", count_bos)
         seqs = inputs.tokenize(
             lm.tokenizer,
-            self.texts(prompts, limit),
+            chosen,
             lm.bos_token_id,
             min(max_len, lm.max_context),
             bos=bos,
@@ -178,12 +190,14 @@ class Lens:
         pad = lm.tokenizer.pad_token_id
         return inputs.batch_factory(seqs, batch_size, pad, has_bos, count_bos, max_tokens)
 
+    @checked_here
     def run(
         self,
         analysis: str = "band-norm",
-        prompts: Prompts = "shakespeare",
-        layers: Sequence[int] | None = None,
+        prompts: Prompts | None = None,
+        layers: Sequence[int] | str | None = None,
         *,
+        texts: str | Sequence[str] | None = None,
         max_len: int = MAX_LEN,
         batch_size: int = BATCH_SIZE,
         bos: bool = True,
@@ -193,28 +207,78 @@ class Lens:
         progress: bool = False,
         **options,
     ) -> pd.DataFrame:
-        """Run one analysis and return its table (``layers``: None = all; negatives count
-        from the end; ``prompts``: see :func:`as_texts`, so a plain string is one text).
-        Extra keyword options are the CLI's, with underscores."""
-        from rope_lens.analyses.registry import spec
+        """Run one analysis and return its table.
+
+        Args:
+            prompts: a source, as ``--prompts``: ``shakespeare`` (default), ``wiki``, a file;
+                or a list of texts. A string that names no source is refused.
+            texts: the texts themselves (one string or a list), instead of ``prompts``.
+            layers: None = all; negatives count from the end; or the CLI's ``"0,5-7,-1"``.
+            **options: the CLI's analysis options, with underscores (``head``, ``band``,
+                ``sweep_points``, ...), checked as the CLI checks them.
+        """
         from rope_lens.request import check_options
 
-        module = importlib.import_module(spec(analysis).module)
-        check_options(analysis, options)  # misspelled / inapplicable keywords: one line
-        make = self.batches(prompts, max_len, batch_size, bos, count_bos, max_tokens, limit)
-        return module.analyze(self.lm, make, check_layers(self.lm, layers), options, progress)
+        module = importlib.import_module(_spec(analysis).module)
+        # misspelled / inapplicable keywords, wrong types, values below the minimum: one line
+        options = check_options(analysis, options, also=RUN_KEYWORDS, keywords=True)
+        wanted = check_layers_arg(layers)
+        progress = check_switch("progress", progress)
+        make = self.batches(
+            prompts, max_len, batch_size, bos, count_bos, max_tokens, limit, texts=texts
+        )
+        return module.analyze(self.lm, make, check_layers(self.lm, wanted), options, progress)
+
+    @checked_here
+    def show_head(
+        self,
+        layer: int,
+        head: int,
+        texts: str | None = None,
+        *,
+        query_pos: int | None = None,
+        corpus: pd.DataFrame | None = None,
+        band_norm: pd.DataFrame | None = None,
+        max_len: int = 64,
+    ):
+        """The head explorer for one head: its attention pattern on a prompt (circuitsvis),
+        its q and k spectra, its diag / prev / sink scores and class, the per-frequency
+        decomposition of one query's logits (``query_pos``, default the last) and its
+        rotation-ablation effect. Shown inline in Jupyter (an offline page); ``.save(path)``,
+        ``.figures``.
+
+        Args:
+            texts: the prompt (default: the report's short prompt with three apostrophes).
+            corpus: a heads table (``lens.run("heads")``) for corpus-level scores and class.
+            band_norm: a band-norm table for the corpus-level spectra beside the prompt's.
+        """
+        from rope_lens.analyses.head_explorer import explore
+        from rope_lens.analyses.head_options import check_head
+        from rope_lens.request import APOSTROPHE_PROMPT
+        from rope_lens.viz.head_page import HeadPage, head_view
+
+        lm = self.lm
+        (layer_index,) = check_layers(lm, check_layers_arg([layer]))
+        head_index = check_head(lm, head)
+        assert head_index is not None
+        batch = next(iter(self.batches(texts=texts or APOSTROPHE_PROMPT, max_len=max_len)()))
+        table = explore(lm, batch, [layer_index], [head_index], query_pos)
+        view = head_view(table, layer_index, head_index, corpus, band_norm)
+        return HeadPage(view, {"model": lm.name, "weights": lm.provenance})
 
     def summarize(self, analysis: str, df: pd.DataFrame) -> str:
         """The CLI's end-of-run summary for a table from :meth:`run`."""
-        return importlib.import_module(ANALYSES[analysis]).summarize(df)
+        return importlib.import_module(_spec(analysis).module).summarize(df)
 
+    @checked_here
     def qk(
         self,
-        prompts: Prompts,
-        layers: Sequence[int] | None = None,
+        texts: str | Sequence[str] | None = None,
+        layers: Sequence[int] | str | None = None,
         stage: str | Sequence[str] = "pre",
         kinds: Sequence[str] = ("q", "k"),
         *,
+        prompts: Prompts | None = None,
         max_len: int = 64,
         bos: bool = True,
         tensors: bool = False,
@@ -231,18 +295,21 @@ class Lens:
         Values (``kinds=("v",)``) exist only at ``pre``: RoPE never rotates them.
 
         Args:
-            prompts: one text, a list of texts, or a source (see :func:`as_texts`).
+            texts: one text or a list of texts (the texts themselves).
             layers: None = all; negatives count from the end.
             stage: ``pre``, ``rot``, or both (``("pre", "rot")``).
             max_len: tokens per prompt (BOS included); longer prompts are truncated.
             bos: prepend BOS when the model has one (position 0, token ``<bos>``-like).
             tensors: return ``{Site: tensor}`` with dims ``[prompt, pos, head, d_head]``
                 (right-padded) instead of the DataFrame.
+            prompts: a source instead of ``texts`` (``shakespeare``, a file; see
+                :func:`as_texts`).
 
         Returns:
             A tidy DataFrame, one row per coordinate: ``prompt`` (index in ``prompts``),
             ``layer``, ``kind`` (q / k / v), ``stage``, ``head`` (query head for q, KV head
-            for k and v), ``pos`` (RoPE position, 0 = BOS), ``token``, ``dim`` (0..d_head-1 in
+            for k and v), ``pos`` (RoPE position, 0 = BOS), ``token`` (its text, decoded:
+            ``" sure"``, not ``"Ġsure"``), ``dim`` (0..d_head-1 in
             the model's own layout: chunk ``c`` of a rotate-half model is dims ``c`` and
             ``c + d_head/2``) and ``value`` (fp32). Padding never appears.
         """
@@ -256,15 +323,18 @@ class Lens:
         if "v" in kinds and "rot" in stages:
             raise InputError("values are not rotated: ask for v with stage 'pre' only")
         lm = self.lm
-        texts = self.texts(prompts)
+        if texts is None and prompts is None:
+            raise InputError("give the texts to read: lens.qk('some text') or lens.qk([...])")
+        chosen = self.texts(prompts, None, texts)
+        max_len, bos = check_size("max_len", max_len), check_switch("bos", bos)
         seqs = inputs.tokenize(
-            lm.tokenizer, texts, lm.bos_token_id, min(max_len, lm.max_context), bos=bos
+            lm.tokenizer, chosen, lm.bos_token_id, min(max_len, lm.max_context), bos=bos
         )
         has_bos = bos and lm.bos_token_id is not None
         batch = next(inputs.batches(seqs, len(seqs), lm.tokenizer.pad_token_id, has_bos))
         sites = [
             Site(layer, kind, s)
-            for layer in check_layers(lm, layers)
+            for layer in check_layers(lm, check_layers_arg(layers))
             for kind in kinds
             for s in stages
         ]
@@ -273,7 +343,7 @@ class Lens:
             return got
         frames = []
         for row, ids in enumerate(seqs):
-            tokens = lm.tokenizer.convert_ids_to_tokens(list(ids))
+            tokens = inputs.token_texts(lm.tokenizer, ids)
             n = len(ids)
             for site in sites:
                 x = got[site][row, :n]  # [pos, head, d_head]
@@ -288,6 +358,16 @@ class Lens:
                 frames.append(frame)
         out = pd.concat(frames, ignore_index=True)[QK_COLUMNS]
         return out.astype({"kind": "category", "stage": "category"})
+
+
+def _spec(analysis: Any):
+    from rope_lens.analyses.registry import spec
+
+    if not isinstance(analysis, str):
+        raise InputError(
+            f"the analysis is a name such as 'heads', got {type(analysis).__name__} {analysis!r}"
+        )
+    return spec(analysis)  # unknown names: one line with the nearest name
 
 
 # ---- models brought by the caller ---------------------------------------------------------

@@ -11,6 +11,10 @@ When the bar shows at all (:func:`enabled`):
   the log with thousands of partial lines;
 - only on rank 0 of a distributed run, so N processes do not draw N bars over each other.
 
+Off a TTY a long job (training) can ask for plain progress lines instead (``lines_every``
+seconds apart, one line each: tokens done, share, tokens/s, ETA), so a log written by
+``nohup`` or CI is not silent for minutes.
+
 The counts are kept even when nothing is drawn (tests, callers that want the totals).
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 import io
 import os
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
@@ -72,6 +77,8 @@ class TokenBar:
         initial: tokens already done (a resumed run); not counted in tokens/s.
         show: False for ``--quiet``; the TTY and rank checks are added (:func:`enabled`).
         stream: where to draw (default stderr).
+        lines_every: off a TTY (with ``show`` and on rank 0), write a plain progress line at
+            most this often, in seconds, and one at the end; None: nothing off a TTY.
     """
 
     def __init__(
@@ -83,11 +90,17 @@ class TokenBar:
         initial: int = 0,
         show: bool = True,
         stream: Stream | None = None,
+        lines_every: float | None = None,
     ) -> None:
         self.tokens = initial
         self.batches = 0
         self.total_batches = total_batches
         self.shown = enabled(show, stream)
+        self.desc, self.total, self.initial = desc, total, initial
+        self.stream = sys.stderr if stream is None else stream
+        self.lines_every = lines_every if show and not self.shown and _rank() == 0 else None
+        self.postfix: dict[str, Any] = {}
+        self._start = self._last_line = time.monotonic()
         self._bar = tqdm(
             desc=desc,
             total=total,
@@ -107,20 +120,53 @@ class TokenBar:
             estimate = round(self.tokens / self.batches * self.total_batches)
             self._bar.total = max(estimate, self.tokens)
         self._bar.update(tokens)
+        if self.lines_every is not None:
+            now = time.monotonic()
+            if now - self._last_line >= self.lines_every:
+                self._last_line = now
+                self._line(now)
 
     def set_postfix(self, **values: Any) -> None:
+        self.postfix.update(values)
         self._bar.set_postfix(values)
+
+    def _line(self, now: float) -> None:
+        """One plain progress line (off a TTY)."""
+        done = self.tokens - self.initial
+        rate = done / max(now - self._start, 1e-9)
+        total = self._bar.total or self.total
+        parts = [f"{self.desc or 'progress'}: {self.tokens:,} tokens"]
+        if total:
+            parts[0] += f" of {int(total):,} ({self.tokens / total:.0%})"
+            left = (total - self.tokens) / rate if rate > 0 else float("inf")
+            parts.append(f"ETA {_duration(left)}")
+        parts.insert(1, f"{rate:,.0f} tokens/s")
+        parts += [f"{k} {v}" for k, v in self.postfix.items()]
+        print(", ".join(parts), file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.total_batches:  # a finished run ends at 100%, not at a stale estimate
             self._bar.total = self._bar.n
         self._bar.close()
+        if self.lines_every is not None and self.tokens > self.initial:
+            self._line(time.monotonic())
+            self.lines_every = None  # closed: once
 
     def __enter__(self) -> TokenBar:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _duration(seconds: float) -> str:
+    """``125`` -> ``"2m05s"``, ``4000`` -> ``"1h06m"``."""
+    if seconds != seconds or seconds == float("inf"):
+        return "?"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s"
 
 
 def track(

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,13 @@ from rope_lens.errors import InputError, ModelNotFoundError
 BATCH_SIZE = 4
 MAX_LEN = 512
 CHECKPOINT_EVERY_S = 60.0
+# The report's one-prompt analyses (per-token, decompose, head-explorer) and ``lens.show_head``
+# read this prompt. The paper's 20-token prompt with three apostrophes is unpublished; this one
+# has the same shape.
+APOSTROPHE_PROMPT = "I'm sure it's the one you'd like to read, isn't it? We'll see."
+# The smallest value of each input option that means something (the CLI and ``Lens`` refuse
+# anything below it in one line: ``limit=0`` once meant "all texts", ``limit=-1`` "all but one").
+INPUT_MINIMUMS = {"batch_size": 1, "limit": 1, "max_tokens": 1, "max_len": 2}
 
 # Which analyses read each analysis option (anything else ignores it: giving it is an error).
 # Read from the analyses' registered specs (rope_lens.analyses.registry), never written here.
@@ -159,6 +167,16 @@ class AnalysisRequest:
         }
         return cls(**kw)
 
+    @classmethod
+    def build(cls, **options: Any) -> AnalysisRequest:
+        """From keyword options as a script writes them (``spread=True``, ``sweep="low"``):
+        the request's own fields go to their fields, every other analysis option to
+        ``extra`` (checked by :meth:`validate` like a CLI flag)."""
+        fields = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        own = {k: v for k, v in options.items() if k in fields}
+        extra = {k: v for k, v in options.items() if k not in fields}
+        return cls(**own, extra=extra)
+
     def replace(self, **changes: Any) -> AnalysisRequest:
         return dataclasses.replace(self, **changes)
 
@@ -178,19 +196,19 @@ class AnalysisRequest:
             raise InputError(
                 f"unknown analysis {self.analysis!r}; choose from {', '.join(sorted(ANALYSES))}"
             )
-        for name, low in (("batch_size", 1), ("limit", 1), ("max_tokens", 1), ("max_len", 2)):
+        for name, low in INPUT_MINIMUMS.items():
             value = getattr(self, name)
             if value is not None and value < low:
                 flag = "--" + name.replace("_", "-")
                 raise InputError(f"{flag} must be at least {low}, got {value}")
-        if self.sweep_points < 1:
-            raise InputError(f"--sweep-points must be at least 1, got {self.sweep_points}")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"--threads must be at least 1, got {self.threads}")
         if not self.checkpoint_every > 0:
             raise InputError(f"--checkpoint-every must be positive, got {self.checkpoint_every}")
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        check_options(self.analysis, self.extra)
+        mine = options_for(self.analysis)
+        given = {f: getattr(self, f) for f in defaults if f in HEAD_OPTION_USERS and f in mine}
+        check_options(self.analysis, {**given, **self.extra})  # types, choices, minimums
         for option, users in HEAD_OPTION_USERS.items():
             if option not in defaults:
                 continue
@@ -259,31 +277,105 @@ def _at_default(value: Any, default: Any) -> bool:
     return default is not None and type(value) is type(default) and value == default
 
 
-def check_options(analysis: str, options: dict[str, Any]) -> None:
-    """Refuse options ``analysis`` does not read, with a close-name suggestion
-    (``hed=3`` -> "did you mean head?"), instead of quietly running the default.
+def check_options(
+    analysis: str,
+    options: dict[str, Any],
+    also: Iterable[str] = (),
+    keywords: bool = False,
+) -> dict[str, Any]:
+    """Refuse options ``analysis`` does not read, with the nearest option name
+    (``hed=3`` -> "did you mean head?"), instead of quietly running the default; then values
+    of the wrong type, outside their choices or below their minimum.
+
+    Args:
+        also: further names a caller takes beside the analysis options (``Lens.run``'s
+            ``layers``, ``max_len``, ...), offered as suggestions too: ``layer=`` -> ``layers``.
+        keywords: name options as Python keywords (``sweep_points``) rather than CLI flags
+            (``--sweep-points``) in messages.
+
+    Returns:
+        ``options`` with numbers as plain Python ``int`` / ``float`` / ``bool`` (a numpy
+        integer read from a table is as good as an int).
 
     Raises:
         InputError: naming the option, the suggestion and the options that apply.
     """
-    import difflib
-
     known = options_for(analysis)
-    everything = set(HEAD_OPTION_USERS) | set(COMMON_OPTIONS)
+    everything = set(HEAD_OPTION_USERS) | set(COMMON_OPTIONS) | set(also)
     for name in options:
         if name in known:
             continue
-        if name in everything:
+        if name in HEAD_OPTION_USERS or name in COMMON_OPTIONS:
             users = ", ".join(HEAD_OPTION_USERS.get(name, ()))
             raise InputError(f"option {name!r} does not apply to {analysis} (read by {users})")
-        close = difflib.get_close_matches(name, sorted(everything), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        close = nearest(name, everything)
+        hint = f"; did you mean {close!r}?" if close else ""
         shown = ", ".join(sorted(known - set(COMMON_OPTIONS))) or "none"
         raise InputError(f"unknown option {name!r} for {analysis}{hint} (it takes: {shown})")
-    check_minimums(analysis, options)
+    options = check_types(analysis, options, keywords)
+    check_minimums(analysis, options, keywords)
+    return options
 
 
-def check_minimums(analysis: str, options: dict[str, Any]) -> None:
+def nearest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to ``name`` (difflib's ratio, cutoff 0.6), or None."""
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1)
+    return close[0] if close else None
+
+
+def _label(opt: Any, keywords: bool) -> str:
+    return opt.name if keywords else opt.cli
+
+
+def check_types(analysis: str, options: dict[str, Any], keywords: bool = False) -> dict[str, Any]:
+    """Values a CLI flag could not have produced: an int option given ``2.5`` or ``True``, a
+    flag given ``"yes"``, a choice that is not one (with the nearest choice). Strings the CLI
+    would parse (``head="2"``) pass; text options are left to their own parsers. Returns
+    ``options`` with numpy numbers made plain."""
+    from numbers import Integral, Real
+
+    from rope_lens.analyses.registry import spec
+
+    out = dict(options)
+    for opt in spec(analysis).options:
+        value = options.get(opt.name)
+        if value is None:
+            continue
+        label, kind = _label(opt, keywords), type(value).__name__
+        if opt.flag:
+            if not isinstance(value, bool) and kind != "bool_":
+                raise InputError(f"{label} is a switch: give True or False, got {kind} {value!r}")
+            out[opt.name] = bool(value)
+        elif opt.type is int:
+            if isinstance(value, bool) or not (isinstance(value, Integral) or _parses(value, int)):
+                raise InputError(f"{label} must be an integer, got {kind} {value!r}")
+            out[opt.name] = value if isinstance(value, str) else int(value)
+        elif opt.type is float:
+            if isinstance(value, bool) or not (isinstance(value, Real) or _parses(value, float)):
+                raise InputError(f"{label} must be a number, got {kind} {value!r}")
+            out[opt.name] = value if isinstance(value, str) else float(value)
+        if opt.choices is not None and value not in opt.choices:
+            close = nearest(str(value), opt.choices)
+            hint = f"; did you mean {close!r}?" if close else ""
+            raise InputError(
+                f"{label} must be one of {', '.join(opt.choices)}, got {value!r}{hint}"
+            )
+    return out
+
+
+def _parses(value: Any, cast: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        cast(value)
+    except ValueError:
+        return False
+    return True
+
+
+def check_minimums(analysis: str, options: dict[str, Any], keywords: bool = False) -> None:
     """Refuse option values below their spec's ``minimum`` (``--context 0`` would otherwise
     mean "the model's own context", quietly)."""
     from rope_lens.analyses.registry import read_option, spec
@@ -293,4 +385,4 @@ def check_minimums(analysis: str, options: dict[str, Any]) -> None:
             continue
         value = read_option(options, opt.name, None, opt.type)
         if value < opt.minimum:
-            raise InputError(f"{opt.cli} must be at least {opt.minimum}, got {value}")
+            raise InputError(f"{_label(opt, keywords)} must be at least {opt.minimum}, got {value}")

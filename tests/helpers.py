@@ -10,6 +10,29 @@ from rope_lens import inputs
 TRAIN_FIXTURE = Path(__file__).parent / "fixtures" / "train"
 
 
+# The same tiny run as ``--set`` flags, for the command-line tests.
+TINY_TRAIN_SETS = [
+    f"--set={kv}"
+    for kv in (
+        "model.vocab_size=384",
+        "model.d_model=32",
+        "model.n_layers=1",
+        "model.n_heads=2",
+        "model.n_kv_heads=1",
+        "model.head_dim=16",
+        "model.d_ff=64",
+        "seq_len=32",
+        "batch_size=8",
+        "micro_batch_size=8",
+        "steps=2",
+        "warmup_steps=1",
+        "ckpt_every=1",
+        "eval_tokens=128",
+        "eval_lengths=1",
+    )
+]
+
+
 def tiny_train_config(**kw: Any):
     """The tiny training run the loop and multi-process tests share (a 2-layer 0.75-RoPE
     model on the fixture corpus, 2 micro-batches per step); ``kw`` overrides any field."""

@@ -46,6 +46,7 @@ from torch import Tensor
 from rope_lens import distributed
 from rope_lens.analyses import heads as head_scores
 from rope_lens.analyses.head_options import check_head, parse_band
+from rope_lens.analyses.registry import read_option
 from rope_lens.attention import model_scaling, scores_hook
 from rope_lens.attention import softcap as model_softcap
 from rope_lens.errors import InputError
@@ -509,7 +510,7 @@ def configs_from_options(lm: LoadedModel, layers: Sequence[int], options: dict) 
     sweep = options.get("sweep")
     configs = []
     if sweep not in (None, "", "none"):
-        points = int(options.get("sweep_points") or 8)
+        points = read_option(options, "sweep_points", 8, int)  # 0 is refused, never "8"
         configs += sweep_configs(kind, sweep, n_chunks, layers, heads, points, spare)
     band = parse_band(options.get("band"), n_chunks)
     if band is not None and band[0] == band[1]:

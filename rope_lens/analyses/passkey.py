@@ -648,10 +648,20 @@ def summarize(df: pd.DataFrame) -> str:
     pk = passkey_table(df)
     lines = [f"{df.model.iloc[0]}: passkey accuracy (trained context {int(df.context.iloc[0]):,})"]
     if len(pk):
-        grid = pk.pivot_table(index="variant", columns="length", values="accuracy", sort=False)
+        # Solved / prompts, so that "100%" of 5 prompts reads as 5/5, not as a rate.
+        solved = pk.assign(cell=[f"{a * n:.0f}/{n:.0f}" for a, n in zip(pk.accuracy, pk.n_prompts)])
+        grid = solved.pivot_table(
+            index="variant", columns="length", values="cell", aggfunc="first", sort=False
+        )
         lines.append("  variant     " + " ".join(f"{int(c):>7}" for c in grid.columns))
         for variant, row in grid.iterrows():
-            lines.append(f"  {variant:<11} " + " ".join(f"{v:>7.0%}" for v in row))
+            lines.append(f"  {variant:<11} " + " ".join(f"{v:>7}" for v in row))
+        copied = sorted(set(pk.variant[(pk.seconds == 0) & (pk.factor == 1)]) - {"as-trained"})
+        if copied:
+            lines.append(
+                f"  ({', '.join(copied)}: factor 1 at these lengths, the model as trained; "
+                "rows copied from as-trained)"
+            )
     lt = loss_table(df)
     for variant, sub in lt.groupby("variant", sort=False):
         first, last = sub.iloc[0], sub.iloc[-1]

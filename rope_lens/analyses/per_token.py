@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from rope_lens import inputs
 from rope_lens.analyses.head_options import heads_or_all, select_prompt
 from rope_lens.attention import model_scaling
 from rope_lens.errors import InputError
@@ -45,7 +46,7 @@ TOKEN_COLUMNS = ["model", "layer", "layer_type", "head", "kv_head", "pos", "toke
 
 def token_strings(lm: LoadedModel, ids: Sequence[int]) -> list[str]:
     """Each id decoded alone (BOS and other specials keep their text, e.g. '<bos>')."""
-    return [lm.tokenizer.decode([int(i)]) for i in ids]
+    return inputs.token_texts(lm.tokenizer, ids)
 
 
 def cs_rows(q: torch.Tensor, k: torch.Tensor, d_head: int, scale: float) -> dict[str, np.ndarray]:

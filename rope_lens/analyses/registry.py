@@ -78,6 +78,13 @@ CONTEXT = Option(
     "context", int, None, "trained context in tokens (default: the model's)", minimum=2
 )
 SEED = Option("seed", int, 0, "random seed of generated prompts / controls")
+QUERY_POS = Option(
+    "query_pos",
+    str,
+    None,
+    "query positions, e.g. 5, 3,5-7,-1 or all (decompose: all while the table stays under 5M "
+    "rows, else the last query; head-explorer: the one query it decomposes, default the last)",
+)
 
 SPECS: dict[str, AnalysisSpec] = {
     spec.name: spec
@@ -124,9 +131,17 @@ SPECS: dict[str, AnalysisSpec] = {
             (
                 HEAD,
                 PROMPT_INDEX,
-                Option("query_pos", str, None, "query positions, e.g. 5 or 3,5-7,-1 (all)"),
+                QUERY_POS,
                 Option("key_pos", str, None, "key positions (default: all causal ones)"),
             ),
+        ),
+        AnalysisSpec(
+            "head-explorer",
+            "rope_lens.analyses.head_explorer",
+            "every head on one prompt for the report's head explorer: attention, q/k spectra, "
+            "scores, per-frequency logits of one query, rotation-ablation effect",
+            (HEAD, PROMPT_INDEX, QUERY_POS),
+            measured=("value",),
         ),
         AnalysisSpec(
             "apostrophe",
@@ -161,7 +176,7 @@ SPECS: dict[str, AnalysisSpec] = {
                     "sweep the number of lowest / highest chunks ablated",
                     choices=("none", "low", "high", "both"),
                 ),
-                Option("sweep_points", int, 8, "band sizes in a sweep"),
+                Option("sweep_points", int, 8, "band sizes in a sweep", minimum=1),
                 Option(
                     "spare_bos",
                     bool,

@@ -277,7 +277,7 @@ def _run_missing(models, questions, results: Path, args) -> None:
         lm = load_model(m, device="cpu")
         for analysis in dict.fromkeys(need):
             extra = {"sweep": "low", "sweep_points": 4} if analysis == "ablation" else {}
-            req = AnalysisRequest(
+            req = AnalysisRequest.build(
                 model=m,
                 analysis=analysis,
                 prompts=args.prompts,

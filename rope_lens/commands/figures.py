@@ -145,8 +145,9 @@ class Saver:
 
         if "html" in self.formats:
             self.written += save_figure(fig, stem, ["html"], plotlyjs=self.shared_js())
-        if self.static:
-            self.written += save_figure(fig, stem, self.static, width=size[0], height=size[1])
+        if self.static:  # a figure that sizes itself (a panel grid) keeps its own size
+            width, height = fig.layout.width or size[0], fig.layout.height or size[1]
+            self.written += save_figure(fig, stem, self.static, width=width, height=height)
 
 
 def draw_results(

@@ -46,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
             "repo_id": e.repo_id,
             "license": e.license,
             "available": availability(e),
+            "variant": e.variant,
+            "quantization": e.quantization,
+            "provenance": e.provenance,
             "note": e.note,
         }
         for e in REGISTRY.values()
@@ -59,5 +62,6 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{r['name']:<18}{star} {r['params']:>6} {r['weights_gb']:>5.1f}  {r['available']:<32} {r['note']}"
         )
+        print(f"{'':<26}  weights: {r['provenance']}")
     print("* default. Also accepted: any hub id (org/name) or a local HF folder.")
     return 0

@@ -16,17 +16,27 @@ import argparse
 import logging
 from pathlib import Path
 
+from rope_lens.request import APOSTROPHE_PROMPT
+
 NAME = "report"
 HELP = "write a self-contained offline HTML report (figures + findings) for a model or folder"
 
 log = logging.getLogger(__name__)
 # Ablations are left out by default: a sweep costs minutes and its band is the user's choice.
-DEFAULT_ANALYSES = ("band-norm", "heads", "profiles", "apostrophe", "per-token", "decompose")
+DEFAULT_ANALYSES = (
+    "band-norm",
+    "heads",
+    "profiles",
+    "apostrophe",
+    "per-token",
+    "decompose",
+    "head-explorer",
+)
 # Per-token and decompose look at one prompt, token by token. The paper's 20-token prompt with
 # three apostrophes is unpublished; this one has the same shape. It is written into the results
 # folder so that the tables' sidecars name a stable file.
-ONE_PROMPT = ("per-token", "decompose")
-PROMPT = "I'm sure it's the one you'd like to read, isn't it? We'll see.\n"
+ONE_PROMPT = ("per-token", "decompose", "head-explorer")
+PROMPT = APOSTROPHE_PROMPT + "\n"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -83,6 +93,7 @@ def _run_analyses(
     when its identity is this run's (so a table of another model, other weights, other inputs
     or other options is recomputed, never drawn). Loads the model once, and returns it."""
     from rope_lens import atomic, identity
+    from rope_lens.cli import Parser
     from rope_lens.commands import analyze
     from rope_lens.errors import InputError
     from rope_lens.pipeline import load_for, run_request
@@ -90,7 +101,7 @@ def _run_analyses(
     from rope_lens.viz.paper import picked_layers
 
     def request(name: str, own: list[str]) -> AnalysisRequest:
-        parser = argparse.ArgumentParser(prog=f"rope-lens analyze ({name})")
+        parser = Parser(prog=f"rope-lens analyze ({name})")  # bad --analyze-arg: one line
         analyze.add_arguments(parser)
         argv = ["--model", model, "--analysis", name, "--out", str(folder)]
         argv += ["--quiet"] if quiet else []  # else a token bar on a TTY (rope_lens.progress)
@@ -107,15 +118,17 @@ def _run_analyses(
             lm = load_for(first)
         own: list[str] = ["--spread"] if name == "heads" else []  # Fig 18 needs the entropy
         if name in ONE_PROMPT:
-            this = identity.model_identity(lm.folder, lm.revision)
-            layers = picked_layers(folder, this)  # from this model's head scores
-            if layers is None:
-                log.warning("skipping %s: it needs the heads analysis to pick layers", name)
-                continue
             prompt = folder / "prompt.txt"
             if not prompt.exists():
                 atomic.write_text(prompt, PROMPT)
-            own = ["--prompts", str(prompt), "--layers", layers]
+            own = ["--prompts", str(prompt)]
+            if name != "head-explorer":  # the explorer covers every head of every layer
+                this = identity.model_identity(lm.folder, lm.revision)
+                layers = picked_layers(folder, this)  # from this model's head scores
+                if layers is None:
+                    log.warning("skipping %s: it needs the heads analysis to pick layers", name)
+                    continue
+                own += ["--layers", layers]
         try:
             run_request(request(name, own), lm)
         except InputError as err:  # e.g. no apostrophe in the prompts: report the rest
@@ -137,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
     from rope_lens import identity
     from rope_lens.analyses import ANALYSES
     from rope_lens.errors import InputError
+    from rope_lens.models.registry import provenance_of
     from rope_lens.request import check_model_name, default_results_dir
     from rope_lens.tables import read_folder
     from rope_lens.viz.report import render_report, write_report
@@ -177,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
     model_name = found.model
     shown = {
         "model": model_name,
+        "weights": provenance_of(meta) or "?",
         "architecture": meta.get("architecture", "?"),
         "results folder": str(folder.resolve()),
         "tables": ", ".join(s.title for s in sections),

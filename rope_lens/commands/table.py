@@ -35,13 +35,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, default=0, help="torch threads per run (0 = torch's default)"
     )
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="every run on one CPU thread with deterministic algorithms (= --set "
+        "deterministic=true): cells that do not depend on the core count",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from rope_lens.train import table
     from rope_lens.train.config import get_preset, override
 
-    cfg = override(get_preset(args.config), args.overrides)
+    sets = list(args.overrides) + (["deterministic=true"] if args.deterministic else [])
+    cfg = override(get_preset(args.config), sets)
     out = args.out or f"runs/table-{args.config}"
     cells = table.grid(args.datasets, args.encodings, args.seeds)
     failed: list[str] = []

@@ -60,6 +60,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus", type=int, default=1, help="GPU count for --dry-run")
     parser.add_argument("--gpu-mem", type=float, default=80.0, help="GiB per GPU for --dry-run")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: torch's, one per core); the numbers depend on it",
+    )
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="one CPU thread and deterministic algorithms: the same numbers on any core count "
+        "(slower on a multi-core CPU; docs/training.md#determinism)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -77,6 +89,8 @@ def _config(args: argparse.Namespace):
             sets.append(f"{key}={getattr(args, flag)}")
     if args.compile:
         sets.append("compile=true")
+    if args.deterministic:
+        sets.append("deterministic=true")
     # TrainConfig parses the encoding once and keeps its canonical name.
     return override(get_preset(args.config), sets)
 
@@ -94,8 +108,17 @@ def run(args: argparse.Namespace) -> int:
         data = prepare_data(cfg.dataset, cfg.data_source, cfg.model.vocab_size, args.data_root)
         print(f"{data.cache_dir}: {json.dumps(data.meta['n_tokens'])} tokens")
         return 0
+    from rope_lens.errors import InputError
     from rope_lens.train.loop import train
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InputError(f"--threads must be at least 1, got {args.threads}")
+        if cfg.deterministic and args.threads != 1:
+            raise InputError("--deterministic trains on one thread: drop --threads")
+        import torch
+
+        torch.set_num_threads(args.threads)
     out = args.out or f"runs/{cfg.preset}-{cfg.dataset}-{cfg.encoding}-s{cfg.seed}"
     result = train(
         cfg,

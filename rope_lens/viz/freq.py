@@ -13,6 +13,7 @@ its layer, head, chunk, exact frequency, wavelength and value.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -71,9 +72,7 @@ def frequency_groups(sub: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """The rows of one kind split by layer type when the types rotate at different
     frequencies (Gemma 3: sliding layers θ = 10k, full layers θ = 1M), each with a label such as
     ``"sliding_attention layers (θ = 1e+04)"``; one group when every layer shares them."""
-    ladders = (
-        sub.groupby(["layer_type", "chunk"], sort=True)["frequency"].first().unstack("chunk")
-    )
+    ladders = sub.groupby(["layer_type", "chunk"], sort=True)["frequency"].first().unstack("chunk")
     if len(ladders) < 2 or np.allclose(ladders.to_numpy(), ladders.to_numpy()[0], rtol=1e-6):
         return [("", sub)]
     order = sub.drop_duplicates("layer_type").sort_values("layer")["layer_type"]
@@ -159,6 +158,91 @@ def head_frequency_heatmap(
     return fig
 
 
+# Panel grid, in pixels, so that no title, tick label or colour bar runs into the next panel
+# (Gemma 3's Fig 13 was six 200-px panels in one 1500-px row): a panel keeps its own width and
+# the figure grows, wrapping into rows, instead of the panels shrinking.
+PANEL_WIDTH = 330
+PANEL_HEIGHT = 380
+AXES_GAP = 170  # a panel's wavelength ticks and title, then the next panel's frequency ones
+BAR_WIDTH = 110  # a colour bar right of a row, with its tick labels and title
+BAR_BELOW = 90  # a horizontal colour bar under a panel's x-axis title
+ROW_GAP = 120  # the x-axis title of one row and the subplot titles of the next
+MARGIN = dict(l=80, r=80, t=110, b=70)
+MAX_PER_ROW = 4
+TITLE_PAD, TITLE_LINE, SUBTITLE_LINE = 22, 26, 18  # px: a figure title's lines, a panel's
+PAGE_WIDTH = 1500  # the report's page (rope_lens.viz.report)
+
+
+@dataclass(frozen=True)
+class PanelGrid:
+    """Where ``n`` panels go: ``rows`` x ``cols``, the gaps and the figure's size in pixels.
+
+    ``labelled``: every panel shows both frequency axes (else only the outer ones).
+    ``own_bar``: every panel has its own colour scale, with a horizontal colour bar under it
+    (so the bars never stand between panels); else one vertical bar per row, at its right end.
+    """
+
+    n: int
+    cols: int
+    labelled: bool
+    own_bar: bool
+
+    @property
+    def rows(self) -> int:
+        return -(-self.n // self.cols)
+
+    @property
+    def gap(self) -> int:
+        return AXES_GAP if self.labelled else 40
+
+    @property
+    def row_gap(self) -> int:
+        return ROW_GAP + (BAR_BELOW if self.own_bar else 0)
+
+    @property
+    def margin(self) -> dict[str, int]:
+        return dict(
+            MARGIN,
+            r=MARGIN["r"] + (0 if self.own_bar else BAR_WIDTH),
+            b=MARGIN["b"] + (BAR_BELOW if self.own_bar else 0),
+        )
+
+    @property
+    def width(self) -> int:
+        panels = self.cols * PANEL_WIDTH + (self.cols - 1) * self.gap
+        return self.margin["l"] + panels + self.margin["r"]
+
+    @property
+    def height(self) -> int:
+        panels = self.rows * PANEL_HEIGHT + (self.rows - 1) * self.row_gap
+        return self.margin["t"] + panels + self.margin["b"]
+
+    @property
+    def plot_width(self) -> int:
+        return self.width - self.margin["l"] - self.margin["r"]
+
+    @property
+    def plot_height(self) -> int:
+        return self.height - self.margin["t"] - self.margin["b"]
+
+    def spacing(self) -> tuple[float, float]:
+        """make_subplots' horizontal and vertical spacing (fractions of the plot area)."""
+        h = self.gap / self.plot_width if self.cols > 1 else 0.0
+        v = self.row_gap / self.plot_height if self.rows > 1 else 0.0
+        return h, v
+
+
+def panel_grid(n: int, labelled: bool, own_bar: bool, per_row: int | None = None) -> PanelGrid:
+    """``per_row`` panels per row; by default as many as fit the report's page width
+    (:data:`PAGE_WIDTH`, at most :data:`MAX_PER_ROW`), the rows then balanced (4 -> 2 x 2)."""
+    if per_row is not None:
+        return PanelGrid(n, max(1, min(n, per_row)), labelled, own_bar)
+    fits = [c for c in range(1, min(n, MAX_PER_ROW) + 1)]
+    fits = [c for c in fits if PanelGrid(n, c, labelled, own_bar).width <= PAGE_WIDTH] or [1]
+    rows = -(-n // max(fits))
+    return PanelGrid(n, -(-n // rows), labelled, own_bar)
+
+
 def band_norm_panels(
     frames: Mapping[str, pd.DataFrame],
     kind: str = "q",
@@ -167,16 +251,21 @@ def band_norm_panels(
     title: str | None = None,
     shared_scale: bool = False,
     own_axes: bool = False,
+    per_row: int | None = None,
+    row_scales: bool = False,
 ) -> go.Figure:
-    """Side-by-side chunk heatmaps, one panel per labelled table or per kind.
+    """Chunk heatmaps, one panel per labelled table or per kind, in a grid of fixed-size panels.
 
-    ``own_axes``: the panels' frequencies differ (Gemma 3's layer types), so each keeps its
-    tick labels on both sides and the panels stand further apart.
+    ``frames`` maps a panel title to a band-norm table; use it for q/k/v side by side (Fig 13,
+    see :func:`qkv_panels`) or for the same model on several input domains (Fig 19, with
+    ``shared_scale=True``: one colour bar for all panels).
 
-    ``frames`` maps a panel title to a band-norm table; use it for q/k/v side by side (Fig 13:
-    pass the same table under three titles with ``kind`` ignored, see :func:`qkv_panels`) or for
-    the same model on several input domains (Fig 19, with ``shared_scale=True``: one colour
-    bar for all panels).
+    Args:
+        own_axes: the panels' frequencies differ (Gemma 3's layer types), so each keeps its
+            tick labels on both sides and the panels stand further apart.
+        per_row: panels per row (default up to :data:`MAX_PER_ROW`); more wrap to new rows.
+        row_scales: the panels of a row share one colour scale and one colour bar (Fig 13 on
+            Gemma 3: one row per kind, one column per layer type).
     """
     items = list(frames.items())
     n = len(items)
@@ -192,48 +281,90 @@ def band_norm_panels(
             _layer_labels(sub, cols, sub_kind) if by == "layer" else [f"head {h}" for h in cols]
         )
         grids.append((z, freq, wave, cols, labels, sub_kind))
-    # One colour scale makes panels comparable (Fig 19); q, k and v need their own (Fig 13).
-    zmax = max(float(np.nanmax(g[0])) for g in grids) if shared_scale else None
-    spacing = 0.07 if shared_scale and not own_axes else 0.2
+    own_bar = not (shared_scale or row_scales)  # q, k, v: a colour scale (and bar) each
+    spaced = own_axes or own_bar  # every panel labels both of its frequency axes
+    grid = panel_grid(n, spaced, own_bar, per_row)
+    h_space, v_space = grid.spacing()
     fig = make_subplots(
-        rows=1,
-        cols=n,
+        rows=grid.rows,
+        cols=grid.cols,
         subplot_titles=[name for name, _ in items],
-        specs=[[{"secondary_y": True}] * n],
-        horizontal_spacing=min(spacing, 0.9 / max(n, 1)) if n > 1 else 0.0,
+        specs=[[{"secondary_y": True}] * grid.cols] * grid.rows,
+        horizontal_spacing=h_space,
+        vertical_spacing=v_space,
     )
-    for i, (z, freq, wave, cols, labels, sub_kind) in enumerate(grids, start=1):
-        xaxis: Any = fig.layout[f"xaxis{i if i > 1 else ''}"]  # panel i's x axis
-        domain_end = xaxis.domain[1]
+    # One colour scale makes panels comparable (Fig 19); q, k and v need their own (Fig 13).
+    zmax_all = max(float(np.nanmax(g[0])) for g in grids) if shared_scale else None
+    for i, (z, freq, wave, cols, labels, sub_kind) in enumerate(grids):
+        row, col = i // grid.cols + 1, i % grid.cols + 1
+        in_row = [g for j, g in enumerate(grids) if j // grid.cols == row - 1]
+        zmax = max(float(np.nanmax(g[0])) for g in in_row) if row_scales else zmax_all
+        last_in_row = col == grid.cols or i == n - 1
+        xaxis: Any = fig.layout[f"xaxis{i + 1 if i else ''}"]
+        yaxis: Any = fig.layout[f"yaxis{2 * i + 1 if i else ''}"]  # two y axes per panel
+        if own_bar:  # horizontal, under the panel's x-axis title
+            bar = dict(
+                orientation="h", x=sum(xaxis.domain) / 2, xanchor="center",
+                y=yaxis.domain[0] - 72 / grid.plot_height, yanchor="top",
+                len=xaxis.domain[1] - xaxis.domain[0], thickness=12,
+                title=dict(text="Mean norm", side="top"),
+            )  # fmt: skip
+        else:  # vertical, right of the row's last wavelength axis (70 px), over the row
+            bar = dict(
+                x=xaxis.domain[1] + 70 / grid.plot_width,
+                y=sum(yaxis.domain) / 2, yanchor="middle", len=yaxis.domain[1] - yaxis.domain[0],
+            )  # fmt: skip
         add_chunk_heatmap(
-            fig, 1, i, z, cols, freq, wave, labels, "Mean norm", zmax=zmax,
+            fig, row, col, z, cols, freq, wave, labels, "Mean norm", zmax=zmax,
             note=_V_NOTE if sub_kind == "v" else "",
-            colorbar_x=1.03 if shared_scale else domain_end + 0.055,
-            showscale=not shared_scale or i == n,
+            showscale=own_bar or last_in_row,
+            colorbar=bar,
         )  # fmt: skip
-        fig.update_xaxes(title_text=by, row=1, col=i)
+        fig.update_xaxes(title_text=by, row=row, col=col)
         if list(cols) != list(range(int(min(cols)), int(min(cols)) + len(cols))):
             # Gaps (e.g. Gemma 3's full layers 5, 11, 17): one cell per column, not stretched.
-            fig.update_xaxes(type="category", row=1, col=i)
-        if shared_scale and not own_axes:  # axis titles once, on the outer panels
-            if i > 1:
-                fig.update_yaxes(title_text=None, row=1, col=i, secondary_y=False)
-            if i < n:
-                fig.update_yaxes(title_text=None, row=1, col=i, secondary_y=True)
-    fig.update_layout(margin=dict(r=90))
-    return styled(fig, title)
+            fig.update_xaxes(type="category", row=row, col=col)
+        if not spaced:  # axis labels once, on the outer panels of each row (shared ladder)
+            hide = dict(title_text=None, showticklabels=False)
+            if col > 1:
+                fig.update_yaxes(hide, row=row, col=col, secondary_y=False)
+            if not last_in_row:
+                fig.update_yaxes(hide, row=row, col=col, secondary_y=True)
+    # The title (two lines with the model's name) sits at the top, above the subplot titles
+    # (two lines for Gemma 3's layer types), each given its own band of the top margin.
+    title_lines = (title or "").count("<br>") + 1 if title else 0
+    sub_lines = max((name.count("<br>") + 1 for name, _ in items), default=0)
+    top = TITLE_PAD + TITLE_LINE * title_lines + SUBTITLE_LINE * sub_lines + 12
+    fig.update_layout(
+        width=grid.width,
+        height=grid.height - grid.margin["t"] + top,
+        margin=dict(grid.margin, t=top),
+        autosize=False,
+    )
+    styled(fig, title)
+    if title:
+        fig.update_layout(title=dict(y=1, yref="container", yanchor="top", pad=dict(t=TITLE_PAD)))
+    return fig
 
 
 def qkv_panels(df: pd.DataFrame, title: str | None = None) -> go.Figure:
-    """Fig 13: per-layer mean chunk norms of queries, keys and values side by side (one panel
-    per kind and, when they rotate differently, per layer type: see :func:`frequency_groups`)."""
+    """Fig 13: per-layer mean chunk norms of queries, keys and values side by side, each with
+    its own colour scale. When layer types rotate differently (Gemma 3, see
+    :func:`frequency_groups`) there is one row per kind and one column per layer type, a row
+    sharing its kind's colour scale."""
     frames = {}
     kinds = [kind for kind in ("q", "k", "v") if kind in set(df["kind"])]
+    n_groups = 1
     for i, k in enumerate(kinds):
-        for label, rows in frequency_groups(df[df["kind"] == k]):
+        groups = frequency_groups(df[df["kind"] == k])
+        n_groups = max(n_groups, len(groups))
+        for label, rows in groups:
             name = f"({chr(97 + i)}) {KIND_NAMES[k]} frequency usage per layer"
             frames[f"{name}<br>{label}" if label else name] = rows
-    return band_norm_panels(frames, title=title or f"q, k, v chunk norms ({df['model'].iloc[0]})")
+    title = title or f"q, k, v chunk norms ({df['model'].iloc[0]})"
+    if n_groups == 1:
+        return band_norm_panels(frames, title=title, per_row=len(frames))
+    return band_norm_panels(frames, title=title, own_axes=True, per_row=n_groups, row_scales=True)
 
 
 def frequency_profile(df: pd.DataFrame, title: str | None = None) -> go.Figure:

@@ -81,6 +81,7 @@ def head_class_map(df: pd.DataFrame, title: str | None = None) -> go.Figure:
     )
     fig.update_xaxes(title_text="head (0-based)", tickmode="array", tickvals=heads)
     fig.update_yaxes(title_text="layer (0-based)", autorange="reversed")
+    fig.update_layout(meta={"head_links": "xy"})  # the report's head explorer: click a cell
     return styled(fig, title or f"Head classes ({df['model'].iloc[0]})")
 
 
@@ -105,6 +106,7 @@ def head_score_scatter(df: pd.DataFrame, title: str | None = None) -> go.Figure:
         getattr(fig, f"add_{'v' if line == 'x' else 'h'}line")(0.5, line=dict(dash="dot", width=1))
     fig.update_xaxes(title_text="diagonal score (mean α_{i,i})", range=[-0.02, 1.02])
     fig.update_yaxes(title_text="previous-token score (mean α_{i,i-1})", range=[-0.02, 1.02])
+    fig.update_layout(meta={"head_links": "customdata"})  # customdata = [layer, head, ...]
     return styled(fig, title or f"Positional head scores ({df['model'].iloc[0]})")
 
 

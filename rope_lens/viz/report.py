@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,10 @@ class Section:
     figures: list[go.Figure] = field(default_factory=list)
     preformatted: str = ""
     attention: list[Attention] = field(default_factory=list)
+    # Markup and script built by rope_lens code (the head explorer), user text already escaped
+    # and data embedded with safe_json; the script runs with the page's nonce.
+    html: str = ""
+    script: str = ""
 
 
 _CSS = """
@@ -63,6 +68,8 @@ pre { background: #f6f6f6; padding: .6em; overflow-x: auto; font-size: .85em; }
 .figure { margin: 1em 0; min-height: 300px; }
 nav a { margin-right: 1em; }
 .note { color: #666; font-size: .9em; }
+table.heads { border-collapse: collapse; font-size: .85em; }
+table.heads td, table.heads th { padding: .1em .6em; border-bottom: 1px solid #eee; }
 """
 
 # Runs first: collects errors (and CSP violations) so tests and readers can see them.
@@ -95,6 +102,8 @@ Promise.all(window.__ropeLens.plots).then(function () { setTimeout(ropeLensStatu
 """
 
 
+HEAD_NAME = re.compile(r"\b(L\d+H\d+)\b")  # "L11H6": layer 11 head 6, as summaries write it
+
 # React (inside circuitsvis) probes event support with an ``on...="return;"`` attribute; allowing
 # exactly that handler text keeps the console clean without allowing any other inline handler.
 # circuitsvis's tensorflow.js backend compiles WebAssembly, hence 'wasm-unsafe-eval' (not eval).
@@ -124,13 +133,15 @@ def _figure_html(fig: go.Figure, div_id: str, nonce: str) -> str:
 
 def _attention_html(view: Attention, div_id: str, nonce: str) -> str:
     patterns = view.patterns.tolist() if hasattr(view.patterns, "tolist") else view.patterns
-    # circuitsvis writes token text into the page with innerHTML (a token "<img onerror=...>"
-    # becomes an element), so tokens are HTML-escaped here; its buttons then show them verbatim.
+    # Token text goes in as text, escaped once, for the one context it lands in: a JSON string
+    # inside <script> (safe_json). circuitsvis' AttentionHeads draws tokens on a canvas and
+    # head names as React text nodes, neither of which parses HTML, so HTML-escaping them too
+    # showed "&#x27;m" and "&lt;|im_start|&gt;" (tests/integration/test_report_browser.py).
     props = safe_json(
         {
-            "tokens": [html.escape(str(t)) for t in view.tokens],
+            "tokens": [str(t) for t in view.tokens],
             "attention": patterns,
-            "attentionHeadNames": [html.escape(str(h)) for h in view.head_names],
+            "attentionHeadNames": [str(h) for h in view.head_names],
             "maskUpperTri": True,
         }
     )
@@ -167,7 +178,8 @@ def render_report(
 
     nonce = secrets.token_urlsafe(16)
     esc = html.escape
-    has_attention = any(s.attention for s in sections)
+    has_attention = any(s.attention for s in sections) or any(s.html for s in sections)
+    explorer = any('id="head-explorer"' in s.html for s in sections)
     csp = (
         f"default-src 'none'; script-src 'nonce-{nonce}' 'wasm-unsafe-eval' 'unsafe-hashes' "
         f"'{_REACT_PROBE}'; style-src 'unsafe-inline'; img-src data: blob:; font-src data:; "
@@ -204,15 +216,19 @@ def render_report(
         body.append(f'<section id="section-{i}"><h2>{esc(sec.title)}</h2>')
         body.extend(f"<p>{esc(p)}</p>" for p in sec.paragraphs)
         if sec.preformatted:
-            body.append(
-                f"<details><summary>Summary table</summary><pre>{esc(sec.preformatted)}</pre>"
-                "</details>"
-            )
+            text = esc(sec.preformatted)
+            if explorer:  # every head named in a summary links to its explorer page
+                text = HEAD_NAME.sub(r'<a href="#head-\1">\1</a>', text)
+            body.append(f"<details><summary>Summary table</summary><pre>{text}</pre></details>")
         for fig in sec.figures:
             body.append(_figure_html(fig, f"figure-{n_fig}", nonce))
             n_fig += 1
         for j, view in enumerate(sec.attention):
             body.append(_attention_html(view, f"attention-{i}-{j}", nonce))
+        if sec.html:
+            body.append(sec.html)
+        if sec.script:
+            body.append(f'<script nonce="{nonce}">{sec.script}</script>')
         body.append("</section>")
     body.append(f'<script nonce="{nonce}">{_STATUS}</script></body></html>')
     return "\n".join(head + body)

@@ -158,6 +158,14 @@ def build_sections(tables: Tables, metas: dict[str, dict], model: str) -> list[S
                 log.info("report: no %s (%s)", recipe.key, err)
         views = attention_views(tables) if kind == "decompose" else []
         sections.append(Section(title, paragraphs, figures, summary, views))
+    if "head_explorer" in tables:
+        from rope_lens.viz.head_page import explorer_section
+
+        section = explorer_section(
+            tables["head_explorer"], tables.get("heads"), tables.get("band_norm")
+        )
+        section.paragraphs.append(inputs_line(metas.get("head_explorer", {})))
+        sections.append(section)
     return sections
 
 

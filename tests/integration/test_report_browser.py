@@ -140,3 +140,58 @@ def test_model_report_runs_offline_and_renders(tmp_path):
     dom = chromium(tmp_path, "--dump-dom", path.as_uri()).stdout
     assert 'data-render-errors="0"' in dom
     assert f'data-figures-rendered="{n_figures}"' in dom
+
+
+@needs_chromium
+def test_token_text_is_shown_as_text_in_the_browser(tmp_path):
+    """What a reader sees: ``'`` and ``<|im_start|>`` in circuitsvis' head labels and in plotly's
+    token ticks, not ``&#x27;`` / ``&lt;|im_start|&gt;`` (the DOM dump serialises a text "<" as
+    one "&lt;"; text escaped twice would read "&amp;lt;")."""
+    import plotly.graph_objects as go
+
+    from rope_lens.viz.report import Attention, Section
+    from rope_lens.viz.tokens import token_label
+    from tests.viz_frames import attention
+
+    tokens = ["<|im_start|>", "I", "'m", " sure"]
+    ticks = [token_label(t, p) for p, t in enumerate(tokens)]
+    fig = go.Figure(go.Bar(x=ticks, y=[1, 2, 3, 4]))
+    view = Attention(tokens, attention(len(tokens), heads=1), ["head it's <|im_start|>"])
+    page = render_report([Section("tokens", figures=[fig], attention=[view])], TITLE)
+    path = write_report(page, tmp_path / "tokens.html")
+    dom = chromium(tmp_path, "--dump-dom", path.as_uri()).stdout
+    assert 'data-render-errors="0"' in dom and 'data-attention-rendered="1"' in dom
+    assert "head it's &lt;|im_start|&gt;</h4>" in dom  # circuitsvis head tile: plain text
+    assert ">0: &lt;|im_start|&gt;</text>" in dom and ">2: 'm</text>" in dom  # plotly ticks
+    shown = re.sub(r"<script.*?</script>", "", dom, flags=re.S)  # the libraries' own code
+    shown = re.sub(r'data-unformatted="[^"]*"', "", shown)  # plotly keeps its input here
+    assert "&amp;lt;" not in shown and "&amp;#x27;" not in shown and "&#x27;" not in shown
+
+
+@needs_chromium
+@pytest.mark.parametrize("key", ["L1H2", "L0H3"])
+def test_head_explorer_page_opens_from_its_link(tiny_lm, tmp_path, key):
+    """``report.html#head-L1H2`` opens that head's page: its title, four figures and its
+    circuitsvis pattern render, offline, with no error; the page links every head."""
+    from rope_lens.analyses.head_explorer import explore
+    from rope_lens.viz.sections import sections_from_folder
+    from tests.helpers import one_batch
+
+    lm = tiny_lm("llama")
+    batch = one_batch(lm, ["I'm sure it's the one <|im_start|> you'd like"])
+    folder = tmp_path / "results"
+    save_table(explore(lm, batch, range(lm.n_layers)), folder / "head_explorer",
+               {"model": lm.name, "analysis": "head-explorer"})  # fmt: skip
+    save_table(heads_frame(n_layers=lm.n_layers, n_heads=lm.n_heads), folder / "heads", {})
+    sections, _ = sections_from_folder(folder)
+    path = write_report(render_report(sections, TITLE), folder / "report.html")
+    page = path.read_text(encoding="utf-8")
+    assert f'href="#head-{key}"' in page
+    dom = chromium(tmp_path, "--dump-dom", path.as_uri() + f"#head-{key}").stdout
+    layer, head = key[1:].split("H")
+    assert f'data-head="{key}"' in dom and 'data-render-errors="0"' in dom
+    assert f'<h3 id="head-title">Layer {layer} Head {head} ({key})</h3>' in dom
+    n_figures = page.count('class="figure')  # the explorer's four and the heads section's
+    assert f'data-figures-rendered="{n_figures}"' in dom
+    assert 'data-attention-rendered="1"' in dom
+    assert f"Layer {layer} Head {head}</h4>" in dom  # circuitsvis' tile for this head

@@ -76,6 +76,23 @@ def test_bad_input_is_one_line(tiny_dirs, tmp_path, capsys, monkeypatch, argv, m
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["analyze", "--analysis", "head"], "invalid choice 'head'; did you mean 'heads'?"),
+        (["analyze", "--analysis", "ablation", "--sweep", "lo"], "did you mean 'low'?"),
+        (["analyz"], "did you mean 'analyze'?"),
+    ],
+)
+def test_a_wrong_choice_is_one_line_with_the_nearest(capsys, argv, message):
+    """Not 60 lines of usage: one ``error:`` line naming the nearest choice, exit status 2."""
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1
+    assert err[0].startswith("error: ") and message in err[0]
+
+
 def test_real_process_has_no_traceback(tmp_path):
     """Through the installed entry point too: exit status 2 and no traceback."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}

@@ -135,3 +135,27 @@ def test_apostrophe_scores_equal_loops_over_patterns(tiny_lm):
             sum(float(p[b, i, i - 1]) for b, i in others) / len(others),
         ]
         assert [row.after_apos, row.others_sink, row.others_prev] == pytest.approx(want, abs=1e-6)
+
+
+def test_default_options_decompose_the_last_query_when_every_pair_is_too_many(
+    tiny_lm, monkeypatch
+):
+    """`--analysis decompose` with default options once failed (87.7M rows on SmolLM2): when
+    every pair would exceed the row limit, the default is the last query; an explicit
+    ``query_pos`` is still honoured (and refused when too large)."""
+    from rope_lens.errors import InputError
+
+    lm = tiny_lm("llama3")
+    batch = one_batch(lm, PROMPT)
+    n = batch.input_ids.shape[1]
+    layers, heads = range(lm.n_layers), range(lm.n_heads)
+    every = decompose.n_rows(lm, layers, heads, range(n), range(n))
+    full = decompose.analyze(lm, lambda: iter([batch]), layers, {})
+    assert len(full) == every  # under the limit: every causal pair, as before
+    monkeypatch.setattr(decompose, "MAX_ROWS", every - 1)
+    last = decompose.analyze(lm, lambda: iter([batch]), layers, {})
+    assert set(last.query_pos) == {n - 1} and set(last.key_pos) == set(range(n))
+    pd_full = full[full.query_pos == n - 1].reset_index(drop=True)
+    np.testing.assert_allclose(last.contribution.to_numpy(), pd_full.contribution.to_numpy())
+    with pytest.raises(InputError, match="narrow it"):
+        decompose.analyze(lm, lambda: iter([batch]), layers, {"query_pos": "all"})

@@ -54,6 +54,47 @@ def test_bad_input_is_one_clear_error(lens, call, message):
         call(lens)
 
 
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        # issue 21 case 8: the CLI refuses these; Lens once ran them (limit=-1 dropped the last
+        # prompt, limit=0 meant all, sweep_points=0 quietly ran 8)
+        (dict(limit=-1), "limit must be at least 1, got -1"),
+        (dict(limit=0), "limit must be at least 1, got 0"),
+        (dict(analysis="ablation", sweep="low", sweep_points=0), "sweep_points must be at least 1"),
+        (dict(max_len=1), "max_len must be at least 2"),
+        (dict(batch_size=0), "batch_size must be at least 1"),
+        (dict(max_tokens=0), "max_tokens must be at least 1"),
+        # wrong types: one line each, never a raw TypeError
+        (dict(layers=5), r"layers=5 must be a list: layers=\[5\]"),
+        (dict(layers=["0"]), "layers must hold integers"),
+        (dict(limit=2.5), "limit must be an integer, got float 2.5"),
+        (dict(bos="yes"), "bos is a switch"),
+        (dict(analysis="heads", spread="yes"), "spread is a switch"),
+        (dict(analysis="per-token", head=1.5), "head must be an integer"),
+        (dict(analysis="ablation", sweep="lo"), "sweep must be one of.*did you mean 'low'"),
+        (dict(analysis=3), "the analysis is a name"),
+        # the nearest option name, Lens' own keywords included
+        (dict(layer=[0]), "did you mean 'layers'"),
+        (dict(max_length=16), "did you mean 'max_len'"),
+        (dict(text="abc"), "did you mean 'texts'"),
+    ],
+)
+def test_lens_is_as_strict_as_the_cli(lens, kwargs, message):
+    analysis = kwargs.pop("analysis", "band-norm")
+    with pytest.raises(InputError, match=message):
+        lens.run(analysis, prompts=TEXTS, **kwargs)
+
+
+def test_cli_style_values_still_pass(lens):
+    """What the CLI would parse passes: the layer syntax, numpy integers from a table."""
+    import numpy as np
+
+    df = lens.run("per-token", prompts=TEXTS, layers="0,-1", max_len=16, head=np.int64(1))
+    assert set(df.layer) == {0, lens.lm.n_layers - 1} and set(df["head"]) == {1}
+    assert len(lens.run("band-norm", prompts=TEXTS, limit=np.int64(1), max_len=16)) > 0
+
+
 def test_import_stays_light():
     """``import rope_lens`` must not pull torch or transformers (the CLI's --help starts
     instantly); the lazy names still resolve."""

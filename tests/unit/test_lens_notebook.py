@@ -1,6 +1,6 @@
-"""Notebook ergonomics of ``Lens``: a string is a text, ``lens.qk`` gives q/k in one call, and
-a model already in memory (transformers model + tokenizer, or a TransformerLens bridge) works
-like a loaded one."""
+"""Notebook ergonomics of ``Lens``: ``texts=`` is the texts, ``prompts=`` a source (as strict as
+``--prompts``), ``lens.qk`` gives q/k in one call, and a model already in memory (transformers
+model + tokenizer, or a TransformerLens bridge) works like a loaded one."""
 
 from __future__ import annotations
 
@@ -23,16 +23,16 @@ def lens(tiny_lm):
 
 
 class TestPrompts:
-    def test_a_string_is_one_text(self, lens):
-        assert as_texts(TEXT) == [TEXT]
-        one = lens.run("band-norm", prompts=TEXT, layers=[0])
+    def test_texts_are_the_texts(self, lens):
+        assert as_texts(texts=TEXT) == [TEXT] == as_texts([TEXT])
+        one = lens.run("band-norm", texts=TEXT, layers=[0])
         listed = lens.run("band-norm", prompts=[TEXT], layers=[0])
         pd.testing.assert_frame_equal(one, listed)
         # The char-level tiny tokenizer: one token per character, BOS not counted.
         assert set(one["n_tokens"]) == {len(TEXT)}
 
     def test_sources_and_files_stay_sources(self, tmp_path):
-        assert len(as_texts("shakespeare")) == 10
+        assert len(as_texts("shakespeare")) == 10 == len(as_texts())
         path = tmp_path / "p.txt"
         path.write_text("first text\nsecond text\n")
         assert as_texts(str(path)) == ["first text", "second text"] == as_texts(path)
@@ -41,16 +41,37 @@ class TestPrompts:
         with pytest.raises(InputError, match="not found"):
             as_texts("prompts.jsonl")
 
+    @pytest.mark.parametrize(
+        "prompts, message",
+        [
+            ("shakespear", "did you mean prompts='shakespeare'.*texts='shakespear'"),
+            (TEXT, "not a built-in source or a file.*pass texts="),
+            (123, "prompts must be a source name, a path or a list of texts, got int 123"),
+            (["ok", 7], r"prompts\[1\] is int 7: every text must be a string"),
+        ],
+    )
+    def test_a_string_that_names_no_source_is_refused(self, lens, prompts, message):
+        """The CLI refuses ``--prompts shakespear``; so does Lens (it once analysed the one
+        word "shakespear" and found 10 "diagonal" heads in 3 queries)."""
+        with pytest.raises(InputError, match=message):
+            lens.run("heads", prompts=prompts)
+
+    def test_prompts_and_texts_together_are_refused(self):
+        with pytest.raises(InputError, match="not both"):
+            as_texts("shakespeare", texts=["a"])
+
     def test_empty_is_an_error(self):
         with pytest.raises(InputError, match="no non-empty prompts"):
             as_texts("   ")
+        with pytest.raises(InputError, match="no non-empty prompts"):
+            as_texts(texts=["", " "])
 
 
 def test_options_are_checked_as_on_the_command_line(lens):
     with pytest.raises(InputError, match="did you mean 'head'"):
-        lens.run("per-token", prompts=TEXT, hed=1)
+        lens.run("per-token", texts=TEXT, hed=1)
     with pytest.raises(InputError, match="does not apply to band-norm"):
-        lens.run("band-norm", prompts=TEXT, head=1)
+        lens.run("band-norm", texts=TEXT, head=1)
 
 
 class TestQK:
@@ -116,7 +137,7 @@ class TestBringYourOwnModel:
             Lens(model)
         own = Lens(model, char_tokenizer(), name="scratch")
         assert own.lm.name == "scratch"
-        assert len(own.run("heads", prompts=TEXT, layers=[0])) == own.lm.n_heads
+        assert len(own.run("heads", texts=TEXT, layers=[0])) == own.lm.n_heads
 
     def test_transformerlens_bridge(self, tiny_dirs, lens):
         tl = Lens(str(tiny_dirs["qwen3"]), device="cpu", backend="tl")

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -312,3 +313,16 @@ def test_options_passkey_cannot_honour_are_refused(tiny_lm):
         passkey.analyze(lm, make, [0], {"no_bos": True}, progress=False)
     with pytest.raises(InputError, match="drop --layers"):
         passkey.analyze(lm, make, [0], {"layers": "0"}, progress=False)
+
+
+def test_summary_gives_solved_over_prompts_and_names_copied_rows():
+    df = pd.DataFrame(
+        [
+            dict(model="m", probe="passkey", variant=v, length=256, accuracy=a, n_prompts=5,
+                 factor=1.0, seconds=s, context=8192)
+            for v, a, s in (("as-trained", 1.0, 3.0), ("p-rope", 0.8, 3.0), ("yarn", 1.0, 0.0))
+        ]
+    )  # fmt: skip
+    text = passkey.summarize(df)
+    assert "5/5" in text and "4/5" in text and "%" not in text
+    assert "yarn: factor 1 at these lengths, the model as trained" in text

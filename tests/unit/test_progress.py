@@ -113,3 +113,27 @@ def test_one_bar_in_tokens_for_an_analysis_loop(tiny_lm, monkeypatch):
     run_batches(lm, made, on_logits=lambda logits, b: None, total=len(made), progress=False)
     assert stream.getvalue() == ""
     assert torch.is_tensor(made[0].input_ids)
+
+
+def test_off_a_tty_a_long_job_prints_plain_lines(monkeypatch):
+    """`train` was silent for minutes in a log (nohup, CI): off a TTY it writes a plain line
+    every ``lines_every`` seconds and one at the end; none under --quiet or on rank != 0."""
+    clock = iter(range(0, 1000, 10))  # each monotonic() call: 10 s later
+    monkeypatch.setattr(progress.time, "monotonic", lambda: float(next(clock)))
+    stream = io.StringIO()
+    bar = progress.TokenBar("train", total=400, stream=stream, lines_every=25.0)
+    for _ in range(4):
+        bar.update(100)
+        bar.set_postfix(loss="3.210")
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and "\r" not in stream.getvalue()  # one timed line (30 s) + the last
+    assert lines[-1].startswith("train: 400 tokens of 400 (100%)") and "loss 3.210" in lines[-1]
+    assert "tokens/s" in lines[0] and "ETA" in lines[0]
+    quiet = io.StringIO()
+    progress.TokenBar("train", total=400, stream=quiet, lines_every=25.0, show=False).close()
+    monkeypatch.setenv("RANK", "1")
+    other = io.StringIO()
+    with progress.TokenBar("train", total=400, stream=other, lines_every=0.0) as b:
+        b.update(100)
+    assert quiet.getvalue() == "" == other.getvalue()

@@ -6,29 +6,10 @@ import pytest
 import torch
 
 from rope_lens import cli
-from tests.helpers import fails_in_one_line
+from tests.helpers import TINY_TRAIN_SETS, fails_in_one_line
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "train"
-TINY = [
-    f"--set={kv}"
-    for kv in (
-        "model.vocab_size=384",
-        "model.d_model=32",
-        "model.n_layers=1",
-        "model.n_heads=2",
-        "model.n_kv_heads=1",
-        "model.head_dim=16",
-        "model.d_ff=64",
-        "seq_len=32",
-        "batch_size=8",
-        "micro_batch_size=8",
-        "steps=2",
-        "warmup_steps=1",
-        "ckpt_every=1",
-        "eval_tokens=128",
-        "eval_lengths=1",
-    )
-]
+TINY = TINY_TRAIN_SETS
 
 
 @pytest.fixture(autouse=True)

@@ -95,3 +95,21 @@ def test_the_report_includes_the_beyond_sections(tiny_lm, tmp_path):
     )
     secs, _ = sections_from_folder(tmp_path)
     assert "Critical frequencies" in [s.title for s in secs]
+
+
+def test_identical_passkey_curves_are_one_trace_and_say_so():
+    """Below the trained context every scaling rule is the model as trained: six identical
+    lines on top of each other looked like one; they are one trace named for all, with k/n."""
+    variants = ["as-trained", "p-rope", "linear", "dynamic", "yarn", "llama3"]
+    rows = []
+    for v in variants:
+        for length in (256, 512):
+            acc = 0.8 if (v == "p-rope" and length == 512) else 1.0
+            rows.append(
+                dict(model="m", probe="passkey", variant=v, length=length, accuracy=acc,
+                     n_prompts=5, context=8192)
+            )  # fmt: skip
+    fig = beyond.passkey_figure(pd.DataFrame(rows))
+    names = [t.name for t in fig.data]
+    assert names == ["as-trained = linear = dynamic = yarn = llama3", "p-rope"]
+    assert list(fig.data[1].customdata) == ["5/5 prompts", "4/5 prompts"]

@@ -114,3 +114,28 @@ def test_attention_view_labels_every_position_when_only_some_queries_were_decomp
         assert view.tokens == toks
         assert view.patterns.shape == (1, 6, 6)
         assert view.patterns[0, 4].sum() == 0 and view.patterns[0, 5].sum() == pytest.approx(1)
+
+
+def _props(page: str) -> dict:
+    import json
+
+    call = re.search(r"CircuitsVis\.AttentionHeads, (\{.*?\})\);</script>", page)
+    assert call is not None
+    return json.loads(call.group(1))  # safe_json's \u003c escapes are JSON escapes
+
+
+def test_token_text_survives_the_round_trip_escaped_once():
+    """Tokens reach circuitsvis as text: ``'`` and ``<|im_start|>`` come back exactly (they
+    were HTML-escaped on top of the JSON escaping and showed as ``&#x27;m``,
+    ``&lt;|im_start|&gt;``); in the page source they are still never raw markup."""
+    tokens = ["<|im_start|>", "I", "'m", " sure", "&", EVIL]
+    names = ["L0 H0 (it's)", "<b>L1</b>"]
+    page = render_report(
+        [Section("s", attention=[Attention(tokens, attention(len(tokens)), names)])], "t"
+    )
+    props = _props(page)
+    assert props["tokens"] == tokens and props["attentionHeadNames"] == names
+    assert "<|im_start|>" not in page and "<img src=x" not in page  # JSON-escaped in the page
+    call = page[page.index("CircuitsVis.AttentionHeads, ") :]
+    call = call[: call.index("</script>")]
+    assert "&#x27;" not in call and "&lt;" not in call and "&amp;" not in call
